@@ -1,0 +1,449 @@
+//! The init of a linux container: PID 1 of the task's PID namespace.
+//!
+//! The linux containerizer clones a child into new PID, mount, UTS and IPC
+//! namespaces that immediately execs the agent's own binary as
+//!
+//! ```text
+//! <exe> __task-init --sync-fd N --status-fd M --sandbox DIR [--hostname NAME] [--namespaces] -- COMMAND
+//! ```
+//!
+//! with the task's environment as its environment, stdin on `/dev/null` and
+//! stdout/stderr on the sandbox's `stdout`/`stderr` files. [`main`] then:
+//!
+//! 1. waits for one byte on `--sync-fd`: the agent sends it once the init sits
+//!    in the task's cgroups, so the command never runs outside them (EOF
+//!    instead means the launch was abandoned: exit without running anything);
+//! 2. with `--namespaces` (the init must then be PID 1): makes every mount
+//!    private, mounts a fresh `/proc` so the task sees only its own
+//!    processes, and sets the hostname;
+//! 3. changes into the sandbox and forks `/bin/sh -c COMMAND` in a session of
+//!    its own, with the default signal mask and dispositions;
+//! 4. forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to every
+//!    process of the namespace (`kill(-1, sig)`; without namespaces, to the
+//!    command's process group), and reaps every zombie;
+//! 5. when the command exits, writes its status to `--status-fd`
+//!    (`exit:N`, `signal:N`, or `error:MESSAGE` if the init itself failed) and
+//!    exits with the command's code, or 128 + signal. As PID 1, its exit makes
+//!    the kernel kill whatever is left in the namespace.
+//!
+//! The init is single-threaded (the binary must call [`main`] before starting
+//! any runtime), so it may fork freely.
+
+use std::ffi::{CString, OsStr};
+use std::fmt;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sys::signal::{kill, killpg, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{chdir, execv, fork, getpid, read, sethostname, setsid, write, ForkResult, Pid};
+
+use super::TASK_INIT_SUBCOMMAND;
+
+/// Exit code of the init when it fails before the command runs.
+pub const INIT_FAILURE_EXIT_CODE: i32 = 125;
+
+/// Signals the init passes on to the task.
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// The command line of the init (after `__task-init`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitArgs {
+    /// Read end of the release pipe.
+    pub sync_fd: RawFd,
+    /// Write end of the status pipe.
+    pub status_fd: RawFd,
+    pub sandbox: PathBuf,
+    pub hostname: Option<String>,
+    /// Set up the namespaces (mounts, /proc, hostname); requires PID 1.
+    pub namespaces: bool,
+    pub command: String,
+}
+
+impl InitArgs {
+    /// The arguments that follow `__task-init`.
+    pub fn to_args(&self) -> Vec<Vec<u8>> {
+        let mut args: Vec<Vec<u8>> = vec![
+            b"--sync-fd".to_vec(),
+            self.sync_fd.to_string().into_bytes(),
+            b"--status-fd".to_vec(),
+            self.status_fd.to_string().into_bytes(),
+            b"--sandbox".to_vec(),
+            self.sandbox.as_os_str().as_bytes().to_vec(),
+        ];
+        if let Some(hostname) = &self.hostname {
+            args.push(b"--hostname".to_vec());
+            args.push(hostname.as_bytes().to_vec());
+        }
+        if self.namespaces {
+            args.push(b"--namespaces".to_vec());
+        }
+        args.push(b"--".to_vec());
+        args.push(self.command.as_bytes().to_vec());
+        args
+    }
+
+    /// Parses the arguments after `__task-init` (a leading `__task-init` is
+    /// skipped too).
+    pub fn parse(args: &[String]) -> Result<Self, String> {
+        let mut args = args.iter().peekable();
+        if args.peek().map(|a| a.as_str()) == Some(TASK_INIT_SUBCOMMAND) {
+            args.next();
+        }
+        let (mut sync_fd, mut status_fd, mut sandbox, mut hostname) = (None, None, None, None);
+        let mut namespaces = false;
+        let mut command = None;
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match arg.as_str() {
+                "--sync-fd" => sync_fd = Some(parse_fd("--sync-fd", &value("--sync-fd")?)?),
+                "--status-fd" => status_fd = Some(parse_fd("--status-fd", &value("--status-fd")?)?),
+                "--sandbox" => sandbox = Some(PathBuf::from(value("--sandbox")?)),
+                "--hostname" => hostname = Some(value("--hostname")?),
+                "--namespaces" => namespaces = true,
+                "--" => {
+                    command = Some(value("--")?);
+                    if args.next().is_some() {
+                        return Err("exactly one command must follow --".into());
+                    }
+                }
+                other => return Err(format!("unexpected argument '{other}'")),
+            }
+        }
+        Ok(InitArgs {
+            sync_fd: sync_fd.ok_or("--sync-fd is required")?,
+            status_fd: status_fd.ok_or("--status-fd is required")?,
+            sandbox: sandbox.ok_or("--sandbox is required")?,
+            hostname,
+            namespaces,
+            command: command.ok_or("a command must follow --")?,
+        })
+    }
+}
+
+fn parse_fd(name: &str, value: &str) -> Result<RawFd, String> {
+    value
+        .parse::<RawFd>()
+        .ok()
+        .filter(|fd| *fd > 2)
+        .ok_or_else(|| format!("{name} must be a file descriptor above 2, got '{value}'"))
+}
+
+/// How the command ended, as written to the status pipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandStatus {
+    Exited(i32),
+    Signaled(i32),
+    /// The init failed before or while starting the command.
+    InitFailed(String),
+}
+
+impl CommandStatus {
+    /// The exit code of the init for this status.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CommandStatus::Exited(code) => *code,
+            CommandStatus::Signaled(signal) => 128 + signal,
+            CommandStatus::InitFailed(_) => INIT_FAILURE_EXIT_CODE,
+        }
+    }
+
+    /// Parses what [`CommandStatus`]'s `Display` wrote.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim_end_matches('\n');
+        if let Some(code) = text.strip_prefix("exit:") {
+            code.parse().ok().map(CommandStatus::Exited)
+        } else if let Some(signal) = text.strip_prefix("signal:") {
+            signal.parse().ok().map(CommandStatus::Signaled)
+        } else {
+            text.strip_prefix("error:")
+                .map(|message| CommandStatus::InitFailed(message.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for CommandStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandStatus::Exited(code) => write!(f, "exit:{code}"),
+            CommandStatus::Signaled(signal) => write!(f, "signal:{signal}"),
+            CommandStatus::InitFailed(message) => write!(f, "error:{}", message.replace('\n', " ")),
+        }
+    }
+}
+
+/// Runs the init; returns its exit code. `args` are the arguments after
+/// `__task-init` (see the module documentation). Must be called from a
+/// single-threaded process, before any async runtime starts.
+pub fn main(args: &[String]) -> i32 {
+    let args = match InitArgs::parse(args) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("meseta-init: {message}");
+            return INIT_FAILURE_EXIT_CODE;
+        }
+    };
+    // SAFETY: the launcher passed these descriptors to this process for the
+    // init alone; nothing else in this process owns them. `take_fd` checks
+    // that they are open before taking ownership.
+    let (sync, status) = match unsafe { (take_fd(args.sync_fd), take_fd(args.status_fd)) } {
+        (Ok(sync), Ok(status)) => (sync, status),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("meseta-init: {e}");
+            return INIT_FAILURE_EXIT_CODE;
+        }
+    };
+    let outcome = match wait_for_release(&sync) {
+        Ok(true) => {
+            drop(sync);
+            run(&args).unwrap_or_else(CommandStatus::InitFailed)
+        }
+        // The agent gave up on this launch: run nothing.
+        Ok(false) => CommandStatus::InitFailed("the launch was abandoned by the agent".into()),
+        Err(e) => CommandStatus::InitFailed(e),
+    };
+    if let CommandStatus::InitFailed(message) = &outcome {
+        eprintln!("meseta-init: {message}");
+    }
+    // The agent may be gone (EPIPE); the exit code still tells the story.
+    let _ = write_all(&status, format!("{outcome}\n").as_bytes());
+    outcome.exit_code()
+}
+
+/// Takes ownership of an inherited descriptor and keeps it from the command.
+///
+/// # Safety
+/// `fd` must not be owned by anything else in this process.
+unsafe fn take_fd(fd: RawFd) -> Result<OwnedFd, String> {
+    fcntl_on(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("file descriptor {fd} is not usable: {e}"))?;
+    // SAFETY: `fd` is open (checked above) and, per this function's
+    // contract, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn fcntl_on(fd: RawFd, arg: FcntlArg<'_>) -> nix::Result<libc::c_int> {
+    // SAFETY: the borrow lives only for this call; fcntl on a closed
+    // descriptor fails with EBADF rather than touching anything else.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(borrowed, arg)
+}
+
+/// True when released, false on EOF (launch abandoned).
+fn wait_for_release(sync: &OwnedFd) -> Result<bool, String> {
+    let mut byte = [0u8; 1];
+    loop {
+        match read(sync.as_fd(), &mut byte) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("failed to read the release pipe: {e}")),
+        }
+    }
+}
+
+fn write_all(fd: &OwnedFd, mut bytes: &[u8]) -> nix::Result<()> {
+    while !bytes.is_empty() {
+        match write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sets up the container, runs the command and waits for it.
+fn run(args: &InitArgs) -> Result<CommandStatus, String> {
+    let pid1 = getpid() == Pid::from_raw(1);
+    if args.namespaces {
+        if !pid1 {
+            return Err("--namespaces needs the init to be PID 1 of a new PID namespace".into());
+        }
+        setup_namespaces(args)?;
+    }
+    chdir(&args.sandbox).map_err(|e| format!("failed to enter the sandbox {}: {e}", args.sandbox.display()))?;
+
+    let mut waited = SigSet::empty();
+    for signal in FORWARDED {
+        waited.add(signal);
+    }
+    waited.add(Signal::SIGCHLD);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited), None)
+        .map_err(|e| format!("failed to block signals: {e}"))?;
+
+    let shell = CString::new("/bin/sh").map_err(|e| e.to_string())?;
+    let argv = [
+        CString::new("sh").map_err(|e| e.to_string())?,
+        CString::new("-c").map_err(|e| e.to_string())?,
+        CString::new(args.command.as_bytes()).map_err(|_| "the command contains a NUL byte".to_string())?,
+    ];
+
+    let _ = std::io::stdout().flush();
+    // SAFETY: the init is single-threaded (its contract), so the child may
+    // run any code; it only resets signals, starts a session and execs.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => exec_command(&shell, &argv),
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(format!("failed to fork the command: {e}")),
+    };
+
+    let status = loop {
+        let signal = match waited.wait() {
+            Ok(signal) => signal,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(format!("failed to wait for signals: {e}")),
+        };
+        if signal == Signal::SIGCHLD {
+            if let Some(status) = reap(child) {
+                break status;
+            }
+        } else if pid1 {
+            // From PID 1, -1 reaches every other process of the namespace.
+            let _ = kill(Pid::from_raw(-1), signal);
+        } else {
+            let _ = killpg(child, signal);
+        }
+    };
+    if !pid1 {
+        // Without a namespace to tear down, take the command's session
+        // with us.
+        let _ = killpg(child, Signal::SIGKILL);
+    }
+    Ok(status)
+}
+
+fn setup_namespaces(args: &InitArgs) -> Result<(), String> {
+    // Nothing mounted in here may leak back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("failed to make the mounts private: {e}"))?;
+    // A /proc of this PID namespace: `ps` sees only the task. Without it the
+    // task still runs, seeing the host's processes.
+    if let Err(e) = mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        eprintln!("meseta-init: warning: failed to mount /proc for the task: {e}");
+    }
+    if let Some(hostname) = &args.hostname {
+        sethostname(OsStr::new(hostname)).map_err(|e| format!("failed to set the hostname '{hostname}': {e}"))?;
+    }
+    Ok(())
+}
+
+/// In the forked child: become the command.
+fn exec_command(shell: &CString, argv: &[CString]) -> ! {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    // SAFETY: resetting a disposition to its default installs no handler;
+    // the Rust runtime had set SIGPIPE to ignored, which exec would inherit.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let _ = setsid();
+    let error = match execv(shell, argv) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    eprintln!("meseta-init: failed to exec /bin/sh: {error}");
+    // SAFETY: _exit ends this forked child without running the parent's
+    // atexit handlers or flushing its copied buffers twice.
+    unsafe { libc::_exit(127) }
+}
+
+/// Reaps every exited child; returns the command's status once it exited.
+fn reap(command: Pid) -> Option<CommandStatus> {
+    let mut status = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => status = Some(CommandStatus::Exited(code)),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == command => {
+                status = Some(CommandStatus::Signaled(signal as i32))
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return status,
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return status,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn args_round_trip() {
+        let args = InitArgs {
+            sync_fd: 5,
+            status_fd: 7,
+            sandbox: PathBuf::from("/var/lib/meseta/sandbox"),
+            hostname: Some("task-host".into()),
+            namespaces: true,
+            command: "echo hi -- there; exit 3".into(),
+        };
+        let encoded: Vec<String> = args
+            .to_args()
+            .into_iter()
+            .map(|a| String::from_utf8(a).expect("utf-8"))
+            .collect();
+        assert_eq!(InitArgs::parse(&encoded), Ok(args.clone()));
+        let mut with_subcommand = vec![TASK_INIT_SUBCOMMAND.to_string()];
+        with_subcommand.extend(encoded);
+        assert_eq!(InitArgs::parse(&with_subcommand), Ok(args));
+    }
+
+    #[test]
+    fn bad_args_are_refused() {
+        assert!(InitArgs::parse(&strings(&["--sync-fd", "3", "--status-fd", "4", "--sandbox", "/x"])).is_err());
+        assert!(InitArgs::parse(&strings(&["--sync-fd", "1", "--status-fd", "4", "--sandbox", "/x", "--", "true"])).is_err());
+        assert!(InitArgs::parse(&strings(&["--bogus"])).is_err());
+        assert!(InitArgs::parse(&strings(&["--sync-fd", "3", "--status-fd", "4", "--sandbox", "/x", "--", "a", "b"])).is_err());
+    }
+
+    #[test]
+    fn command_status_round_trips() {
+        for status in [
+            CommandStatus::Exited(0),
+            CommandStatus::Exited(3),
+            CommandStatus::Signaled(9),
+            CommandStatus::InitFailed("failed to enter the sandbox /x: ENOENT".into()),
+        ] {
+            assert_eq!(CommandStatus::parse(&format!("{status}\n")), Some(status));
+        }
+        assert_eq!(CommandStatus::Signaled(15).exit_code(), 143);
+        assert_eq!(CommandStatus::parse("garbage"), None);
+    }
+
+    #[test]
+    fn main_refuses_bad_args_without_running_anything() {
+        assert_eq!(main(&strings(&["--nonsense"])), INIT_FAILURE_EXIT_CODE);
+    }
+}

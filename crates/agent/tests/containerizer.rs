@@ -1,0 +1,515 @@
+//! Tests of the linux containerizer, for real: namespaces, cgroups, OOM.
+//!
+//! They need root and a writable cgroup hierarchy. Without them they FAIL
+//! when `CI=true` and are skipped with a printed reason otherwise.
+//!
+//! This binary has its own harness (`harness = false`) because it is also
+//! the containers' init: the containerizer execs `/proc/self/exe
+//! __task-init …`, which lands in `main` below, as it does in the `meseta`
+//! binary. Run: `cargo test -p meseta-agent --test containerizer [FILTER]`.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use meseta_agent::containerizer::{
+    init, Containerizer, ContainerizerError, LaunchSpec, LinuxConfig, LinuxContainerizer, TASK_INIT_SUBCOMMAND,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+type TestFn = fn(Env) -> Pin<Box<dyn Future<Output = TestResult>>>;
+
+/// Parent cgroup of the test containers, apart from a real agent's.
+const TEST_CGROUPS_ROOT: &str = "meseta-test";
+
+const TESTS: &[(&str, TestFn)] = &[
+    ("containerizer::linux::pid_uts_and_mount_namespaces", |e| Box::pin(namespaces(e))),
+    ("containerizer::linux::env_sandbox_and_exit_code", |e| Box::pin(env_sandbox_and_exit_code(e))),
+    ("containerizer::linux::limits_are_written_and_cgroups_removed", |e| Box::pin(limits(e))),
+    ("containerizer::linux::cfs_quota_when_enabled", |e| Box::pin(cfs_quota(e))),
+    ("containerizer::linux::sigterm_reaches_the_task", |e| Box::pin(sigterm_trap(e))),
+    ("containerizer::linux::kill_leaves_no_process", |e| Box::pin(kill_tree(e))),
+    ("containerizer::linux::kill_escalates_to_sigkill", |e| Box::pin(kill_escalates(e))),
+    ("containerizer::linux::oom_of_the_command", |e| Box::pin(oom_at_exit(e))),
+    ("containerizer::linux::oom_of_a_child_kills_the_container", |e| Box::pin(oom_of_child(e))),
+    ("containerizer::linux::bad_sandbox_leaves_nothing", |e| Box::pin(bad_sandbox(e))),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(TASK_INIT_SUBCOMMAND) {
+        // We are a container's init, exactly as `meseta __task-init` is.
+        std::process::exit(init::main(&args[2..]));
+    }
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in TESTS {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&str> = args[1..]
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let exact = args.iter().any(|a| a == "--exact");
+    let selected: Vec<&(&str, TestFn)> = TESTS
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty() || filters.iter().any(|f| if exact { name == f } else { name.contains(f) })
+        })
+        .collect();
+    println!("\nrunning {} tests", selected.len());
+    if selected.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+
+    if let Err(why) = LinuxContainerizer::new(config(false)) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            println!("FAILED: linux containerizer tests cannot run in CI: {why}");
+            return ExitCode::FAILURE;
+        }
+        println!("skipping {} linux containerizer tests: {why}", selected.len());
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            println!("FAILED: cannot start a tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (name, test) in selected {
+        let env = Env { name };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(20), test(env)).await })
+        }));
+        let verdict = match outcome {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(e))) => Some(e.to_string()),
+            Ok(Err(_)) => Some("timed out after 20 s".to_string()),
+            Err(panic) => Some(
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into()),
+            ),
+        };
+        match verdict {
+            None => println!("test {name} ... ok"),
+            Some(why) => {
+                println!("test {name} ... FAILED\n    {why}");
+                failed.push(name);
+            }
+        }
+    }
+    remove_leftovers();
+    println!(
+        "\ntest result: {}. {} failed; finished in {:.2}s\n",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Kills and removes what failed tests of this run left in the cgroups.
+fn remove_leftovers() {
+    let tag = format!("-{}-", std::process::id());
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let roots = hierarchies
+        .filter_map(|h| Some(h.ok()?.path().join(TEST_CGROUPS_ROOT)))
+        .chain([Path::new("/sys/fs/cgroup").join(TEST_CGROUPS_ROOT)]);
+    for root in roots {
+        let Ok(children) = std::fs::read_dir(&root) else { continue };
+        for child in children.filter_map(|c| c.ok()) {
+            if !child.file_name().to_string_lossy().contains(&tag) {
+                continue;
+            }
+            let dir = child.path();
+            for _ in 0..100 {
+                for pid in cgroup_procs(std::slice::from_ref(&dir)) {
+                    // SAFETY: kill takes plain integers and touches no memory.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                if std::fs::remove_dir(&dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn config(cfs_quota: bool) -> LinuxConfig {
+    LinuxConfig {
+        cgroups_root: TEST_CGROUPS_ROOT.into(),
+        cfs_quota,
+        ..LinuxConfig::default()
+    }
+}
+
+/// Per-test context.
+#[derive(Clone, Copy)]
+struct Env {
+    name: &'static str,
+}
+
+impl Env {
+    fn containerizer(&self, cfs_quota: bool) -> Result<LinuxContainerizer, ContainerizerError> {
+        LinuxContainerizer::new(config(cfs_quota))
+    }
+
+    /// A unique container id and a fresh sandbox.
+    fn spec(&self, command: &str) -> Result<(LaunchSpec, tempfile::TempDir), std::io::Error> {
+        let sandbox = tempfile::tempdir()?;
+        let short = self.name.rsplit("::").next().unwrap_or(self.name);
+        let container_id = format!("{short}-{}-{}", std::process::id(), sandbox_suffix(sandbox.path()));
+        let spec = LaunchSpec {
+            container_id,
+            task_id: format!("task-{short}"),
+            command: command.to_string(),
+            env: vec![
+                ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                ("MESOS_SANDBOX".into(), sandbox.path().display().to_string()),
+            ],
+            sandbox: sandbox.path().to_path_buf(),
+            cpus: 0.5,
+            mem_mb: 64.0,
+            hostname: None,
+        };
+        Ok((spec, sandbox))
+    }
+}
+
+fn sandbox_suffix(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+        .unwrap_or_default()
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+async fn wait_for_text(path: &Path, text: &str) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !read(path).contains(text) {
+        if Instant::now() > deadline {
+            return Err(format!("{} never contained {text:?}: {:?}", path.display(), read(path)).into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Whether `pid` is a live (non-zombie) process on the host.
+fn alive(pid: u32) -> bool {
+    let stat = read(format!("/proc/{pid}/stat"));
+    match stat.rsplit_once(')') {
+        Some((_, rest)) => rest.split_whitespace().next() != Some("Z"),
+        None => false,
+    }
+}
+
+/// The processes in a container's cgroup, read from the first hierarchy.
+fn cgroup_procs(cgroups: &[PathBuf]) -> Vec<u32> {
+    cgroups
+        .first()
+        .map(|dir| read(dir.join("cgroup.procs")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The cgroup directory holding `file`.
+fn dir_with(cgroups: &[PathBuf], file: &str) -> Result<PathBuf, String> {
+    cgroups
+        .iter()
+        .find(|dir| dir.join(file).exists())
+        .cloned()
+        .ok_or_else(|| format!("no cgroup of {cgroups:?} has {file}"))
+}
+
+fn cgroups_of(c: &LinuxContainerizer, container_id: &str) -> Result<Vec<PathBuf>, String> {
+    c.containers()
+        .into_iter()
+        .find(|info| info.container_id == container_id)
+        .map(|info| info.cgroups)
+        .ok_or_else(|| format!("container {container_id} is not listed"))
+}
+
+fn proc_mounts() -> usize {
+    read("/proc/self/mountinfo")
+        .lines()
+        .filter(|l| l.contains(" - proc "))
+        .count()
+}
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+).into());
+        }
+    };
+}
+
+async fn namespaces(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    let host_proc_mounts = proc_mounts();
+    let (mut spec, sandbox) = env.spec("echo pid=$$; hostname; echo procs=$(ls /proc | grep -c '^[0-9]')")?;
+    spec.hostname = Some("meseta-task-host".into());
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    check!(launched.pid > 1, "host pid of the init: {}", launched.pid);
+    let termination = launched.exit.await?;
+    let stdout = read(sandbox.path().join("stdout"));
+    check!(termination.exit_code == Some(0), "{termination:?}; stderr {:?}", read(sandbox.path().join("stderr")));
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("no pid in {stdout:?}"))?;
+    check!(pid <= 3, "the task's shell is pid {pid} inside: not in a new PID namespace");
+    check!(stdout.contains("\nmeseta-task-host\n"), "hostname not set: {stdout:?}");
+    let procs: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("no process count in {stdout:?}"))?;
+    check!(procs <= 5, "/proc inside shows {procs} processes");
+    let host_hostname = read("/proc/sys/kernel/hostname");
+    check!(host_hostname.trim() != "meseta-task-host", "the host's hostname changed");
+    check!(proc_mounts() == host_proc_mounts, "a /proc mount leaked to the host");
+    check!(std::path::Path::new("/proc/1").exists(), "the host's /proc is gone");
+    c.destroy(&id).await?;
+    Ok(())
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+async fn env_sandbox_and_exit_code(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    let fds_before = open_fds();
+    let (mut spec, sandbox) = env.spec("echo \"$GREETING\"; pwd; echo oops >&2; cat; exit 7")?;
+    spec.env.push(("GREETING".into(), "hello 'quoted' $world".into()));
+    let id = spec.container_id.clone();
+    let termination = c.launch(spec).await?.exit.await?;
+    check!(termination.exit_code == Some(7), "{termination:?}");
+    check!(termination.message == "Command exited with status 7", "{}", termination.message);
+    check!(!termination.oom_killed, "{termination:?}");
+    let stdout = read(sandbox.path().join("stdout"));
+    let expected = format!("hello 'quoted' $world\n{}\n", sandbox.path().display());
+    check!(stdout == expected, "stdout {stdout:?} != {expected:?}");
+    check!(read(sandbox.path().join("stderr")) == "oops\n", "stderr {:?}", read(sandbox.path().join("stderr")));
+    c.destroy(&id).await?;
+    check!(open_fds() <= fds_before, "descriptors leaked: {fds_before} before, {} after", open_fds());
+    Ok(())
+}
+
+async fn limits(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    let (mut spec, _sandbox) = env.spec("sleep 100")?;
+    spec.mem_mb = 48.0;
+    spec.cpus = 0.25;
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    let cgroups = cgroups_of(&c, &id)?;
+    let procs = cgroup_procs(&cgroups);
+    check!(procs.contains(&launched.pid), "init {} not in its cgroup: {procs:?}", launched.pid);
+    let bytes = 48 * 1024 * 1024;
+    if let Ok(memory) = dir_with(&cgroups, "memory.limit_in_bytes") {
+        let limit = read(memory.join("memory.limit_in_bytes"));
+        check!(limit.trim() == bytes.to_string(), "memory.limit_in_bytes {limit:?}");
+        let cpu = dir_with(&cgroups, "cpu.shares")?;
+        let shares = read(cpu.join("cpu.shares"));
+        check!(shares.trim() == "256", "cpu.shares {shares:?}");
+        let quota = read(cpu.join("cpu.cfs_quota_us"));
+        check!(quota.trim() == "-1", "no CFS quota by default, got {quota:?}");
+    } else {
+        let memory = dir_with(&cgroups, "memory.max")?;
+        let limit = read(memory.join("memory.max"));
+        check!(limit.trim() == bytes.to_string(), "memory.max {limit:?}");
+        let weight = read(memory.join("cpu.weight"));
+        check!(weight.trim() == "10", "cpu.weight {weight:?}");
+    }
+    c.kill(&id, Duration::ZERO).await?;
+    let termination = launched.exit.await?;
+    check!(termination.signal == Some(libc::SIGKILL), "{termination:?}");
+    c.destroy(&id).await?;
+    for dir in &cgroups {
+        check!(!dir.exists(), "{} still exists after destroy", dir.display());
+    }
+    check!(c.containers().iter().all(|i| i.container_id != id), "still listed after destroy");
+    check!(
+        matches!(c.destroy(&id).await, Err(ContainerizerError::UnknownContainer(_))),
+        "destroying twice must say unknown container"
+    );
+    Ok(())
+}
+
+async fn cfs_quota(env: Env) -> TestResult {
+    let c = env.containerizer(true)?;
+    let (spec, _sandbox) = env.spec("sleep 100")?;
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    let cgroups = cgroups_of(&c, &id)?;
+    if let Ok(cpu) = dir_with(&cgroups, "cpu.cfs_quota_us") {
+        let quota = read(cpu.join("cpu.cfs_quota_us"));
+        let period = read(cpu.join("cpu.cfs_period_us"));
+        check!(quota.trim() == "50000" && period.trim() == "100000", "quota {quota:?} period {period:?}");
+    } else {
+        let cpu = dir_with(&cgroups, "cpu.max")?;
+        let max = read(cpu.join("cpu.max"));
+        check!(max.trim() == "50000 100000", "cpu.max {max:?}");
+    }
+    c.destroy(&id).await?;
+    let termination = launched.exit.await?;
+    check!(termination.signal == Some(libc::SIGKILL), "destroy kills a running container: {termination:?}");
+    Ok(())
+}
+
+async fn sigterm_trap(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    let (spec, sandbox) = env.spec("trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done")?;
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    let stdout = sandbox.path().join("stdout");
+    wait_for_text(&stdout, "ready").await?;
+    let started = Instant::now();
+    c.kill(&id, Duration::from_secs(10)).await?;
+    let termination = launched.exit.await?;
+    check!(started.elapsed() < Duration::from_secs(5), "took {:?}: SIGTERM was not forwarded", started.elapsed());
+    check!(termination.exit_code == Some(0), "{termination:?}");
+    check!(read(&stdout).contains("bye"), "no bye in {:?}", read(&stdout));
+    c.destroy(&id).await?;
+    Ok(())
+}
+
+/// Waits until the cgroup holds `count` processes; returns them.
+async fn wait_for_procs(cgroups: &[PathBuf], count: usize) -> Result<Vec<u32>, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let procs = cgroup_procs(cgroups);
+        if procs.len() >= count {
+            return Ok(procs);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the cgroup never held {count} processes: {procs:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn kill_tree(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    let (spec, _sandbox) = env.spec("sleep 100 & sleep 100 & wait")?;
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    let cgroups = cgroups_of(&c, &id)?;
+    // init, sh and the two sleeps.
+    let procs = wait_for_procs(&cgroups, 4).await?;
+    c.kill(&id, Duration::from_secs(1)).await?;
+    let termination = launched.exit.await?;
+    check!(termination.signal == Some(libc::SIGTERM), "{termination:?}");
+    check!(
+        termination.message == format!("Command terminated with signal Terminated (pid {})", launched.pid),
+        "{}",
+        termination.message
+    );
+    let survivors: Vec<u32> = procs.into_iter().filter(|p| alive(*p)).collect();
+    check!(survivors.is_empty(), "processes survived the kill: {survivors:?}");
+    c.destroy(&id).await?;
+    Ok(())
+}
+
+async fn kill_escalates(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    // Ignored dispositions are inherited: nothing of it dies of SIGTERM.
+    let (spec, _sandbox) = env.spec("trap '' TERM; sleep 100 & sleep 100 & wait")?;
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    let cgroups = cgroups_of(&c, &id)?;
+    let procs = wait_for_procs(&cgroups, 4).await?;
+    let started = Instant::now();
+    c.kill(&id, Duration::from_secs(1)).await?;
+    check!(started.elapsed() >= Duration::from_secs(1), "kill returned before the grace period");
+    let termination = launched.exit.await?;
+    check!(termination.signal == Some(libc::SIGKILL), "{termination:?}");
+    let survivors: Vec<u32> = procs.into_iter().filter(|p| alive(*p)).collect();
+    check!(survivors.is_empty(), "processes survived SIGKILL: {survivors:?}");
+    c.destroy(&id).await?;
+    for dir in &cgroups {
+        check!(!dir.exists(), "{} still exists after destroy", dir.display());
+    }
+    Ok(())
+}
+
+async fn oom_at_exit(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    // tail keeps all of a newline-free input in memory.
+    let (mut spec, _sandbox) = env.spec("head -c 200m /dev/zero | tail")?;
+    spec.mem_mb = 32.0;
+    let id = spec.container_id.clone();
+    let termination = c.launch(spec).await?.exit.await?;
+    check!(termination.oom_killed, "{termination:?}");
+    check!(
+        termination.message.starts_with("Memory limit exceeded: Requested: 32MB"),
+        "{}",
+        termination.message
+    );
+    check!(!termination.success(), "{termination:?}");
+    c.destroy(&id).await?;
+    Ok(())
+}
+
+async fn oom_of_child(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    // The shell survives the OOM kill of tail; the container must not.
+    let (mut spec, _sandbox) = env.spec("head -c 200m /dev/zero | tail; sleep 100")?;
+    spec.mem_mb = 32.0;
+    let id = spec.container_id.clone();
+    let launched = c.launch(spec).await?;
+    let termination = tokio::time::timeout(Duration::from_secs(5), launched.exit)
+        .await
+        .map_err(|_| "the container kept running after an OOM kill")??;
+    check!(termination.oom_killed, "{termination:?}");
+    check!(termination.signal == Some(libc::SIGKILL), "{termination:?}");
+    c.destroy(&id).await?;
+    Ok(())
+}
+
+async fn bad_sandbox(env: Env) -> TestResult {
+    let c = env.containerizer(false)?;
+    let (mut spec, _sandbox) = env.spec("true")?;
+    spec.sandbox = PathBuf::from("/nonexistent/meseta/sandbox");
+    let id = spec.container_id.clone();
+    match c.launch(spec).await {
+        Err(ContainerizerError::SandboxFile { .. }) => {}
+        other => return Err(format!("expected a sandbox error, got {other:?}").into()),
+    }
+    check!(c.containers().is_empty(), "a failed launch is listed");
+    let leftover = ["memory", "cpu"]
+        .iter()
+        .map(|h| Path::new("/sys/fs/cgroup").join(h).join(TEST_CGROUPS_ROOT).join(&id))
+        .chain([Path::new("/sys/fs/cgroup").join(TEST_CGROUPS_ROOT).join(&id)])
+        .find(|p| p.exists());
+    check!(leftover.is_none(), "cgroup left behind: {leftover:?}");
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! `meseta`: one binary for every role. Parses flags, builds the role from
+//! its library crate, maps errors to an exit code.
+
+mod task_log;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use meseta_agent::{AgentConfig, BoundAgent};
+use meseta_master::{BoundMaster, MasterConfig};
+use meseta_scheduler::{BoundScheduler, SchedulerConfig};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "meseta", version, about = "Mesos + Marathon in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A local cluster in one process: master :5050, agent :5051, scheduler :8080.
+    Up(UpArgs),
+    /// A master (3 or 5 of them replicate the registry with Raft).
+    Master(MasterArgs),
+    /// An agent: runs tasks on this host.
+    Agent(AgentArgs),
+    /// The Marathon-compatible scheduler (/v2 API).
+    Scheduler(SchedulerArgs),
+    /// Tasks: `meseta task log TASK_ID`.
+    #[command(subcommand)]
+    Task(TaskCommand),
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Print a task's stdout (or stderr) from its sandbox.
+    Log {
+        task_id: String,
+        /// Print stderr instead of stdout.
+        #[arg(long)]
+        stderr: bool,
+        /// A master's host:port (any master; the leader is found from it).
+        #[arg(long, default_value = "127.0.0.1:5050", env = "MESETA_MASTER")]
+        master: String,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where the master's Raft log and the agent's sandboxes live.
+    #[arg(long, default_value = ".meseta")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    master_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    agent_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    scheduler_listen: SocketAddr,
+    /// The agent's resources, e.g. "cpus:2;mem:2048;ports:[31000-31100]".
+    #[arg(long)]
+    resources: Option<String>,
+    /// linux (namespaces + cgroups), posix; default: linux when possible.
+    #[arg(long)]
+    isolation: Option<String>,
+}
+
+#[derive(Args)]
+struct MasterArgs {
+    #[arg(long, default_value = "0.0.0.0:5050")]
+    listen: SocketAddr,
+    /// host:port others reach this master at (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Every master's host:port, this one included.
+    #[arg(long, value_delimiter = ',')]
+    masters: Vec<String>,
+    #[arg(long, default_value = ".meseta/master")]
+    data_dir: PathBuf,
+    /// Seconds a disconnected agent has to come back before its tasks are
+    /// reported TASK_UNREACHABLE.
+    #[arg(long, default_value_t = 120)]
+    agent_reregister_timeout: u64,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[arg(long, default_value = "0.0.0.0:5051")]
+    listen: SocketAddr,
+    #[arg(long)]
+    advertise: Option<String>,
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5050")]
+    masters: Vec<String>,
+    /// e.g. "cpus:2;mem:2048;disk:1000;ports:[31000-31100]"; each named
+    /// resource replaces the detected one.
+    #[arg(long)]
+    resources: Option<String>,
+    /// e.g. "rack:r1;zone:a".
+    #[arg(long)]
+    attributes: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(long, default_value = ".meseta/agent")]
+    work_dir: PathBuf,
+    /// linux (namespaces + cgroups), posix; default: linux when possible.
+    #[arg(long)]
+    isolation: Option<String>,
+    /// Hard CPU limits with CFS quota (default: cpu shares only).
+    #[arg(long)]
+    cgroups_enable_cfs: bool,
+}
+
+#[derive(Args)]
+struct SchedulerArgs {
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5050")]
+    masters: Vec<String>,
+    #[arg(long, default_value = "marathon")]
+    framework_name: String,
+    #[arg(long, default_value = "*")]
+    role: String,
+}
+
+fn main() {
+    // The task init runs in a fresh single-threaded process: dispatch it
+    // before anything else (no runtime, no logging setup).
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some(meseta_agent::containerizer::TASK_INIT_SUBCOMMAND) {
+        std::process::exit(meseta_agent::containerizer::init::main(&raw[2..]));
+    }
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meseta: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("meseta: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,tonic=warn,sled=warn,raft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                let _ = tx.send(true);
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn wait(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(a) => up(a).await,
+        Command::Master(a) => {
+            let mut config = MasterConfig::new(a.listen, a.data_dir);
+            config.advertise = a.advertise;
+            config.masters = a.masters;
+            config.agent_reregister_timeout = Duration::from_secs(a.agent_reregister_timeout);
+            let master = BoundMaster::bind(config).await.context("starting the master")?;
+            master.serve(wait(shutdown_signal())).await.context("master")
+        }
+        Command::Agent(a) => {
+            let mut config = AgentConfig::new(a.listen, a.masters, a.work_dir);
+            config.advertise = a.advertise;
+            config.resources = a.resources;
+            config.attributes = a.attributes;
+            config.hostname = a.hostname;
+            config.isolation = a.isolation;
+            config.cgroups_enable_cfs = a.cgroups_enable_cfs;
+            let agent = BoundAgent::bind(config).await.context("starting the agent")?;
+            agent.serve(wait(shutdown_signal())).await.context("agent")
+        }
+        Command::Scheduler(a) => {
+            let mut config = SchedulerConfig::new(a.listen, a.masters);
+            config.framework_name = a.framework_name;
+            config.role = a.role;
+            let scheduler = BoundScheduler::bind(config).await.context("starting the scheduler")?;
+            scheduler.serve(wait(shutdown_signal())).await.context("scheduler")
+        }
+        Command::Task(TaskCommand::Log { task_id, stderr, master }) => task_log::print(&master, &task_id, stderr).await,
+    }
+}
+
+async fn up(a: UpArgs) -> Result<()> {
+    let stop = shutdown_signal();
+    let master = BoundMaster::bind(MasterConfig::new(a.master_listen, a.data_dir.join("master")))
+        .await
+        .context("starting the master")?;
+    let master_addr = master.address().to_string();
+    let mut agent_config = AgentConfig::new(a.agent_listen, vec![master_addr.clone()], a.data_dir.join("agent"));
+    agent_config.resources = a.resources;
+    agent_config.isolation = a.isolation;
+    let agent = BoundAgent::bind(agent_config).await.context("starting the agent")?;
+    let scheduler = BoundScheduler::bind(SchedulerConfig::new(a.scheduler_listen, vec![master_addr.clone()]))
+        .await
+        .context("starting the scheduler")?;
+    let agent_addr = agent.address().to_string();
+    let scheduler_addr = scheduler.address().to_string();
+    let m = tokio::spawn(master.serve(wait(stop.clone())));
+    let ag = tokio::spawn(agent.serve(wait(stop.clone())));
+    let s = tokio::spawn(scheduler.serve(wait(stop.clone())));
+    eprintln!("meseta is up: master http://{master_addr}  agent http://{agent_addr}  marathon http://{scheduler_addr}  (Ctrl-C stops it and its tasks)");
+    let (s, ag) = (s.await, ag.await);
+    let m = m.await;
+    s.context("scheduler task")?.context("scheduler")?;
+    ag.context("agent task")?.context("agent")?;
+    m.context("master task")?.context("master")?;
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The meseta master: admits agents, keeps the registry in Raft, offers
+//! resources to frameworks, routes launches to agents and status updates
+//! back to frameworks. Serves gRPC (agents, frameworks, Raft peers) and the
+//! operator HTTP endpoints on one port (5050 by default).
+
+pub mod error;
+mod grpc;
+mod http;
+pub mod registry;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use meseta_raftstore::{RaftConfig, RaftHandle};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use error::MasterError;
+use registry::{Registry, RegistryCommand};
+use state::MasterState;
+
+/// How a master is started (`meseta master` flags).
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Address to bind, e.g. `0.0.0.0:5050` (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// `host:port` other processes use to reach this master; defaults to
+    /// the bound address. Must appear in `masters` when that is given.
+    pub advertise: Option<String>,
+    /// Every master's `host:port` (`--masters A,B,C`); empty = just this one.
+    pub masters: Vec<String>,
+    pub data_dir: PathBuf,
+    /// An agent silent this long is treated as disconnected.
+    pub agent_ping_timeout: Duration,
+    /// A disconnected agent that does not come back within this has its
+    /// tasks reported TASK_UNREACHABLE.
+    pub agent_reregister_timeout: Duration,
+}
+
+impl MasterConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> MasterConfig {
+        MasterConfig {
+            listen,
+            advertise: None,
+            masters: Vec::new(),
+            data_dir,
+            agent_ping_timeout: Duration::from_secs(30),
+            agent_reregister_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Shared by the gRPC services, the HTTP handlers and the background loops.
+pub(crate) struct Master {
+    pub(crate) address: String,
+    pub(crate) raft: RaftHandle<Registry>,
+    state: Mutex<MasterState>,
+    pub(crate) allocate: Notify,
+    pub(crate) config: MasterConfig,
+}
+
+impl Master {
+    /// Lock the in-memory state. A poisoned lock means a bug panicked while
+    /// holding it; the state itself is still consistent per operation.
+    pub(crate) fn state(&self) -> MutexGuard<'_, MasterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn leader_address(&self) -> Option<String> {
+        self.raft.leader().map(|(_, addr)| addr)
+    }
+
+    pub(crate) fn ensure_leader(&self) -> Result<(), tonic::Status> {
+        if self.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(error::not_leader_status(self.leader_address().as_deref()))
+        }
+    }
+
+    /// Replicate a registry change; resolves once committed and applied.
+    pub(crate) async fn propose(&self, cmd: RegistryCommand) -> Result<(), MasterError> {
+        let bytes = serde_json::to_vec(&cmd).expect("registry commands serialize: plain data");
+        let reply = self.raft.propose(bytes).await?;
+        if reply.is_empty() {
+            Ok(())
+        } else {
+            Err(MasterError::Registry(String::from_utf8_lossy(&reply).into_owned()))
+        }
+    }
+}
+
+/// A master bound to its port, ready to serve.
+pub struct BoundMaster {
+    listener: TcpListener,
+    master: Arc<Master>,
+}
+
+impl BoundMaster {
+    /// Bind the port and start the Raft node.
+    pub async fn bind(config: MasterConfig) -> Result<BoundMaster, MasterError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| MasterError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| MasterError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let address = config.advertise.clone().unwrap_or_else(|| advertised(local));
+        let masters = if config.masters.is_empty() {
+            vec![address.clone()]
+        } else {
+            config.masters.clone()
+        };
+        let position = masters
+            .iter()
+            .position(|m| m == &address)
+            .ok_or_else(|| MasterError::NotAMember {
+                address: address.clone(),
+                masters: masters.clone(),
+            })?;
+        let raft_config = RaftConfig {
+            id: position as u64 + 1,
+            peers: masters
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i as u64 + 1, m.clone()))
+                .collect(),
+            data_dir: config.data_dir.join("raft"),
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            snapshot_interval: 1000,
+        };
+        let raft = RaftHandle::start(raft_config, Registry::default()).await?;
+        let master = Arc::new(Master {
+            address,
+            raft,
+            state: Mutex::new(MasterState::default()),
+            allocate: Notify::new(),
+            config,
+        });
+        Ok(BoundMaster { listener, master })
+    }
+
+    /// `host:port` this master is reached at.
+    pub fn address(&self) -> &str {
+        &self.master.address
+    }
+
+    /// Serve until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), MasterError> {
+        let master = self.master;
+        tracing::info!(address = %master.address, "master listening");
+        let background = tokio::spawn(background_loop(master.clone()));
+        let router = grpc::routes(master.clone()).merge(http::router(master.clone()));
+        let addr = master.address.clone();
+        let result = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| MasterError::Serve { addr, source });
+        background.abort();
+        master.raft.clone().shutdown().await;
+        result
+    }
+}
+
+/// A bound address as others should dial it: `0.0.0.0` becomes loopback.
+pub fn advertised(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Allocation on events (batched: a burst of notifications is one pass) and
+/// every second; agent liveness; leadership changes.
+async fn background_loop(master: Arc<Master>) {
+    let mut leadership = master.raft.leadership();
+    let mut was_leader = master.raft.is_leader();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = master.allocate.notified() => {}
+            _ = tick.tick() => {
+                let gone = {
+                    let mut s = master.state();
+                    s.expire_agents(master.config.agent_ping_timeout, master.config.agent_reregister_timeout)
+                };
+                for id in gone {
+                    if let Err(e) = master.propose(RegistryCommand::RemoveAgent { id: id.clone() }).await {
+                        tracing::warn!(agent = %id, error = %e, "could not remove the agent from the registry");
+                    }
+                }
+            }
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let leader = master.raft.is_leader();
+        if leader != was_leader {
+            if leader {
+                tracing::info!(address = %master.address, "elected leading master");
+            } else {
+                tracing::warn!(address = %master.address, leader = ?master.leader_address(), "no longer the leading master; dropping agents and frameworks");
+                *master.state() = MasterState::default();
+            }
+            was_leader = leader;
+        }
+        if leader {
+            master.state().allocate();
+        }
+    }
+}
