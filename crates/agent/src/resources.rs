@@ -57,12 +57,15 @@ fn disk_total_mb(path: &Path) -> Option<f64> {
     Some(st.blocks() as f64 * st.fragment_size() as f64 / (1024.0 * 1024.0))
 }
 
-/// This host's name.
+/// This host's name, as Mesos reports it; `127.0.0.1` when the name does
+/// not resolve (so task addresses stay usable on a laptop).
 pub fn hostname() -> String {
+    use std::net::ToSocketAddrs;
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
+        .filter(|h| (h.as_str(), 0u16).to_socket_addrs().is_ok_and(|mut a| a.next().is_some()))
+        .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
 #[cfg(test)]

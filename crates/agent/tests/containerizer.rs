@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use meseta_agent::containerizer::{
-    init, Containerizer, ContainerizerError, LaunchSpec, LinuxConfig, LinuxContainerizer, TASK_INIT_SUBCOMMAND,
+    init, Containerizer, ContainerizerError, LaunchSpec, LinuxConfig, LinuxContainerizer,
+    TASK_INIT_SUBCOMMAND,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -26,16 +27,49 @@ type TestFn = fn(Env) -> Pin<Box<dyn Future<Output = TestResult>>>;
 const TEST_CGROUPS_ROOT: &str = "meseta-test";
 
 const TESTS: &[(&str, TestFn)] = &[
-    ("containerizer::linux::pid_uts_and_mount_namespaces", |e| Box::pin(namespaces(e))),
-    ("containerizer::linux::env_sandbox_and_exit_code", |e| Box::pin(env_sandbox_and_exit_code(e))),
-    ("containerizer::linux::limits_are_written_and_cgroups_removed", |e| Box::pin(limits(e))),
-    ("containerizer::linux::cfs_quota_when_enabled", |e| Box::pin(cfs_quota(e))),
-    ("containerizer::linux::sigterm_reaches_the_task", |e| Box::pin(sigterm_trap(e))),
-    ("containerizer::linux::kill_leaves_no_process", |e| Box::pin(kill_tree(e))),
-    ("containerizer::linux::kill_escalates_to_sigkill", |e| Box::pin(kill_escalates(e))),
-    ("containerizer::linux::oom_of_the_command", |e| Box::pin(oom_at_exit(e))),
-    ("containerizer::linux::oom_of_a_child_kills_the_container", |e| Box::pin(oom_of_child(e))),
-    ("containerizer::linux::bad_sandbox_leaves_nothing", |e| Box::pin(bad_sandbox(e))),
+    ("containerizer::linux::pid_uts_and_mount_namespaces", |e| {
+        Box::pin(namespaces(e))
+    }),
+    ("containerizer::linux::env_sandbox_and_exit_code", |e| {
+        Box::pin(env_sandbox_and_exit_code(e))
+    }),
+    (
+        "containerizer::linux::limits_are_written_and_cgroups_removed",
+        |e| Box::pin(limits(e)),
+    ),
+    ("containerizer::linux::cfs_quota_when_enabled", |e| {
+        Box::pin(cfs_quota(e))
+    }),
+    ("containerizer::linux::sigterm_reaches_the_task", |e| {
+        Box::pin(sigterm_trap(e))
+    }),
+    ("containerizer::linux::kill_leaves_no_process", |e| {
+        Box::pin(kill_tree(e))
+    }),
+    ("containerizer::linux::kill_escalates_to_sigkill", |e| {
+        Box::pin(kill_escalates(e))
+    }),
+    ("containerizer::linux::oom_of_the_command", |e| {
+        Box::pin(oom_at_exit(e))
+    }),
+    (
+        "containerizer::linux::oom_of_a_child_kills_the_container",
+        |e| Box::pin(oom_of_child(e)),
+    ),
+    ("containerizer::linux::bad_sandbox_leaves_nothing", |e| {
+        Box::pin(bad_sandbox(e))
+    }),
+    (
+        "containerizer::linux::recovered_container_reports_its_status",
+        |e| Box::pin(recover_status(e)),
+    ),
+    (
+        "containerizer::linux::recovered_container_can_be_killed",
+        |e| Box::pin(recover_kill(e)),
+    ),
+    ("containerizer::linux::container_gone_during_restart", |e| {
+        Box::pin(recover_gone(e))
+    }),
 ];
 
 fn main() -> ExitCode {
@@ -59,7 +93,10 @@ fn main() -> ExitCode {
     let selected: Vec<&(&str, TestFn)> = TESTS
         .iter()
         .filter(|(name, _)| {
-            filters.is_empty() || filters.iter().any(|f| if exact { name == f } else { name.contains(f) })
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| if exact { name == f } else { name.contains(f) })
         })
         .collect();
     println!("\nrunning {} tests", selected.len());
@@ -72,7 +109,10 @@ fn main() -> ExitCode {
             println!("FAILED: linux containerizer tests cannot run in CI: {why}");
             return ExitCode::FAILURE;
         }
-        println!("skipping {} linux containerizer tests: {why}", selected.len());
+        println!(
+            "skipping {} linux containerizer tests: {why}",
+            selected.len()
+        );
         return ExitCode::SUCCESS;
     }
 
@@ -88,7 +128,8 @@ fn main() -> ExitCode {
     for (name, test) in selected {
         let env = Env { name };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.block_on(async { tokio::time::timeout(Duration::from_secs(20), test(env)).await })
+            runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(20), test(env)).await })
         }));
         let verdict = match outcome {
             Ok(Ok(Ok(()))) => None,
@@ -134,7 +175,9 @@ fn remove_leftovers() {
         .filter_map(|h| Some(h.ok()?.path().join(TEST_CGROUPS_ROOT)))
         .chain([Path::new("/sys/fs/cgroup").join(TEST_CGROUPS_ROOT)]);
     for root in roots {
-        let Ok(children) = std::fs::read_dir(&root) else { continue };
+        let Ok(children) = std::fs::read_dir(&root) else {
+            continue;
+        };
         for child in children.filter_map(|c| c.ok()) {
             if !child.file_name().to_string_lossy().contains(&tag) {
                 continue;
@@ -157,6 +200,7 @@ fn remove_leftovers() {
 fn config(cfs_quota: bool) -> LinuxConfig {
     LinuxConfig {
         cgroups_root: TEST_CGROUPS_ROOT.into(),
+        runtime_dir: std::env::temp_dir().join("meseta-test-containers"),
         cfs_quota,
         ..LinuxConfig::default()
     }
@@ -177,13 +221,20 @@ impl Env {
     fn spec(&self, command: &str) -> Result<(LaunchSpec, tempfile::TempDir), std::io::Error> {
         let sandbox = tempfile::tempdir()?;
         let short = self.name.rsplit("::").next().unwrap_or(self.name);
-        let container_id = format!("{short}-{}-{}", std::process::id(), sandbox_suffix(sandbox.path()));
+        let container_id = format!(
+            "{short}-{}-{}",
+            std::process::id(),
+            sandbox_suffix(sandbox.path())
+        );
         let spec = LaunchSpec {
             container_id,
             task_id: format!("task-{short}"),
             command: command.to_string(),
             env: vec![
-                ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+                (
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ),
                 ("MESOS_SANDBOX".into(), sandbox.path().display().to_string()),
             ],
             sandbox: sandbox.path().to_path_buf(),
@@ -209,7 +260,12 @@ async fn wait_for_text(path: &Path, text: &str) -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !read(path).contains(text) {
         if Instant::now() > deadline {
-            return Err(format!("{} never contained {text:?}: {:?}", path.display(), read(path)).into());
+            return Err(format!(
+                "{} never contained {text:?}: {:?}",
+                path.display(),
+                read(path)
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -271,21 +327,32 @@ macro_rules! check {
 async fn namespaces(env: Env) -> TestResult {
     let c = env.containerizer(false)?;
     let host_proc_mounts = proc_mounts();
-    let (mut spec, sandbox) = env.spec("echo pid=$$; hostname; echo procs=$(ls /proc | grep -c '^[0-9]')")?;
+    let (mut spec, sandbox) =
+        env.spec("echo pid=$$; hostname; echo procs=$(ls /proc | grep -c '^[0-9]')")?;
     spec.hostname = Some("meseta-task-host".into());
     let id = spec.container_id.clone();
     let launched = c.launch(spec).await?;
     check!(launched.pid > 1, "host pid of the init: {}", launched.pid);
     let termination = launched.exit.await?;
     let stdout = read(sandbox.path().join("stdout"));
-    check!(termination.exit_code == Some(0), "{termination:?}; stderr {:?}", read(sandbox.path().join("stderr")));
+    check!(
+        termination.exit_code == Some(0),
+        "{termination:?}; stderr {:?}",
+        read(sandbox.path().join("stderr"))
+    );
     let pid: u32 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("pid="))
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("no pid in {stdout:?}"))?;
-    check!(pid <= 3, "the task's shell is pid {pid} inside: not in a new PID namespace");
-    check!(stdout.contains("\nmeseta-task-host\n"), "hostname not set: {stdout:?}");
+    check!(
+        pid <= 3,
+        "the task's shell is pid {pid} inside: not in a new PID namespace"
+    );
+    check!(
+        stdout.contains("\nmeseta-task-host\n"),
+        "hostname not set: {stdout:?}"
+    );
     let procs: u32 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("procs="))
@@ -293,33 +360,57 @@ async fn namespaces(env: Env) -> TestResult {
         .ok_or_else(|| format!("no process count in {stdout:?}"))?;
     check!(procs <= 5, "/proc inside shows {procs} processes");
     let host_hostname = read("/proc/sys/kernel/hostname");
-    check!(host_hostname.trim() != "meseta-task-host", "the host's hostname changed");
-    check!(proc_mounts() == host_proc_mounts, "a /proc mount leaked to the host");
-    check!(std::path::Path::new("/proc/1").exists(), "the host's /proc is gone");
+    check!(
+        host_hostname.trim() != "meseta-task-host",
+        "the host's hostname changed"
+    );
+    check!(
+        proc_mounts() == host_proc_mounts,
+        "a /proc mount leaked to the host"
+    );
+    check!(
+        std::path::Path::new("/proc/1").exists(),
+        "the host's /proc is gone"
+    );
     c.destroy(&id).await?;
     Ok(())
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 async fn env_sandbox_and_exit_code(env: Env) -> TestResult {
     let c = env.containerizer(false)?;
     let fds_before = open_fds();
     let (mut spec, sandbox) = env.spec("echo \"$GREETING\"; pwd; echo oops >&2; cat; exit 7")?;
-    spec.env.push(("GREETING".into(), "hello 'quoted' $world".into()));
+    spec.env
+        .push(("GREETING".into(), "hello 'quoted' $world".into()));
     let id = spec.container_id.clone();
     let termination = c.launch(spec).await?.exit.await?;
     check!(termination.exit_code == Some(7), "{termination:?}");
-    check!(termination.message == "Command exited with status 7", "{}", termination.message);
+    check!(
+        termination.message == "Command exited with status 7",
+        "{}",
+        termination.message
+    );
     check!(!termination.oom_killed, "{termination:?}");
     let stdout = read(sandbox.path().join("stdout"));
     let expected = format!("hello 'quoted' $world\n{}\n", sandbox.path().display());
     check!(stdout == expected, "stdout {stdout:?} != {expected:?}");
-    check!(read(sandbox.path().join("stderr")) == "oops\n", "stderr {:?}", read(sandbox.path().join("stderr")));
+    check!(
+        read(sandbox.path().join("stderr")) == "oops\n",
+        "stderr {:?}",
+        read(sandbox.path().join("stderr"))
+    );
     c.destroy(&id).await?;
-    check!(open_fds() <= fds_before, "descriptors leaked: {fds_before} before, {} after", open_fds());
+    check!(
+        open_fds() <= fds_before,
+        "descriptors leaked: {fds_before} before, {} after",
+        open_fds()
+    );
     Ok(())
 }
 
@@ -332,16 +423,26 @@ async fn limits(env: Env) -> TestResult {
     let launched = c.launch(spec).await?;
     let cgroups = cgroups_of(&c, &id)?;
     let procs = cgroup_procs(&cgroups);
-    check!(procs.contains(&launched.pid), "init {} not in its cgroup: {procs:?}", launched.pid);
+    check!(
+        procs.contains(&launched.pid),
+        "init {} not in its cgroup: {procs:?}",
+        launched.pid
+    );
     let bytes = 48 * 1024 * 1024;
     if let Ok(memory) = dir_with(&cgroups, "memory.limit_in_bytes") {
         let limit = read(memory.join("memory.limit_in_bytes"));
-        check!(limit.trim() == bytes.to_string(), "memory.limit_in_bytes {limit:?}");
+        check!(
+            limit.trim() == bytes.to_string(),
+            "memory.limit_in_bytes {limit:?}"
+        );
         let cpu = dir_with(&cgroups, "cpu.shares")?;
         let shares = read(cpu.join("cpu.shares"));
         check!(shares.trim() == "256", "cpu.shares {shares:?}");
         let quota = read(cpu.join("cpu.cfs_quota_us"));
-        check!(quota.trim() == "-1", "no CFS quota by default, got {quota:?}");
+        check!(
+            quota.trim() == "-1",
+            "no CFS quota by default, got {quota:?}"
+        );
     } else {
         let memory = dir_with(&cgroups, "memory.max")?;
         let limit = read(memory.join("memory.max"));
@@ -354,11 +455,21 @@ async fn limits(env: Env) -> TestResult {
     check!(termination.signal == Some(libc::SIGKILL), "{termination:?}");
     c.destroy(&id).await?;
     for dir in &cgroups {
-        check!(!dir.exists(), "{} still exists after destroy", dir.display());
+        check!(
+            !dir.exists(),
+            "{} still exists after destroy",
+            dir.display()
+        );
     }
-    check!(c.containers().iter().all(|i| i.container_id != id), "still listed after destroy");
     check!(
-        matches!(c.destroy(&id).await, Err(ContainerizerError::UnknownContainer(_))),
+        c.containers().iter().all(|i| i.container_id != id),
+        "still listed after destroy"
+    );
+    check!(
+        matches!(
+            c.destroy(&id).await,
+            Err(ContainerizerError::UnknownContainer(_))
+        ),
         "destroying twice must say unknown container"
     );
     Ok(())
@@ -373,7 +484,10 @@ async fn cfs_quota(env: Env) -> TestResult {
     if let Ok(cpu) = dir_with(&cgroups, "cpu.cfs_quota_us") {
         let quota = read(cpu.join("cpu.cfs_quota_us"));
         let period = read(cpu.join("cpu.cfs_period_us"));
-        check!(quota.trim() == "50000" && period.trim() == "100000", "quota {quota:?} period {period:?}");
+        check!(
+            quota.trim() == "50000" && period.trim() == "100000",
+            "quota {quota:?} period {period:?}"
+        );
     } else {
         let cpu = dir_with(&cgroups, "cpu.max")?;
         let max = read(cpu.join("cpu.max"));
@@ -381,13 +495,17 @@ async fn cfs_quota(env: Env) -> TestResult {
     }
     c.destroy(&id).await?;
     let termination = launched.exit.await?;
-    check!(termination.signal == Some(libc::SIGKILL), "destroy kills a running container: {termination:?}");
+    check!(
+        termination.signal == Some(libc::SIGKILL),
+        "destroy kills a running container: {termination:?}"
+    );
     Ok(())
 }
 
 async fn sigterm_trap(env: Env) -> TestResult {
     let c = env.containerizer(false)?;
-    let (spec, sandbox) = env.spec("trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done")?;
+    let (spec, sandbox) =
+        env.spec("trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done")?;
     let id = spec.container_id.clone();
     let launched = c.launch(spec).await?;
     let stdout = sandbox.path().join("stdout");
@@ -395,9 +513,17 @@ async fn sigterm_trap(env: Env) -> TestResult {
     let started = Instant::now();
     c.kill(&id, Duration::from_secs(10)).await?;
     let termination = launched.exit.await?;
-    check!(started.elapsed() < Duration::from_secs(5), "took {:?}: SIGTERM was not forwarded", started.elapsed());
+    check!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: SIGTERM was not forwarded",
+        started.elapsed()
+    );
     check!(termination.exit_code == Some(0), "{termination:?}");
-    check!(read(&stdout).contains("bye"), "no bye in {:?}", read(&stdout));
+    check!(
+        read(&stdout).contains("bye"),
+        "no bye in {:?}",
+        read(&stdout)
+    );
     c.destroy(&id).await?;
     Ok(())
 }
@@ -411,7 +537,9 @@ async fn wait_for_procs(cgroups: &[PathBuf], count: usize) -> Result<Vec<u32>, S
             return Ok(procs);
         }
         if Instant::now() > deadline {
-            return Err(format!("the cgroup never held {count} processes: {procs:?}"));
+            return Err(format!(
+                "the cgroup never held {count} processes: {procs:?}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -429,12 +557,19 @@ async fn kill_tree(env: Env) -> TestResult {
     let termination = launched.exit.await?;
     check!(termination.signal == Some(libc::SIGTERM), "{termination:?}");
     check!(
-        termination.message == format!("Command terminated with signal Terminated (pid {})", launched.pid),
+        termination.message
+            == format!(
+                "Command terminated with signal Terminated (pid {})",
+                launched.pid
+            ),
         "{}",
         termination.message
     );
     let survivors: Vec<u32> = procs.into_iter().filter(|p| alive(*p)).collect();
-    check!(survivors.is_empty(), "processes survived the kill: {survivors:?}");
+    check!(
+        survivors.is_empty(),
+        "processes survived the kill: {survivors:?}"
+    );
     c.destroy(&id).await?;
     Ok(())
 }
@@ -449,14 +584,24 @@ async fn kill_escalates(env: Env) -> TestResult {
     let procs = wait_for_procs(&cgroups, 4).await?;
     let started = Instant::now();
     c.kill(&id, Duration::from_secs(1)).await?;
-    check!(started.elapsed() >= Duration::from_secs(1), "kill returned before the grace period");
+    check!(
+        started.elapsed() >= Duration::from_secs(1),
+        "kill returned before the grace period"
+    );
     let termination = launched.exit.await?;
     check!(termination.signal == Some(libc::SIGKILL), "{termination:?}");
     let survivors: Vec<u32> = procs.into_iter().filter(|p| alive(*p)).collect();
-    check!(survivors.is_empty(), "processes survived SIGKILL: {survivors:?}");
+    check!(
+        survivors.is_empty(),
+        "processes survived SIGKILL: {survivors:?}"
+    );
     c.destroy(&id).await?;
     for dir in &cgroups {
-        check!(!dir.exists(), "{} still exists after destroy", dir.display());
+        check!(
+            !dir.exists(),
+            "{} still exists after destroy",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -470,7 +615,9 @@ async fn oom_at_exit(env: Env) -> TestResult {
     let termination = c.launch(spec).await?.exit.await?;
     check!(termination.oom_killed, "{termination:?}");
     check!(
-        termination.message.starts_with("Memory limit exceeded: Requested: 32MB"),
+        termination
+            .message
+            .starts_with("Memory limit exceeded: Requested: 32MB"),
         "{}",
         termination.message
     );
@@ -507,9 +654,106 @@ async fn bad_sandbox(env: Env) -> TestResult {
     check!(c.containers().is_empty(), "a failed launch is listed");
     let leftover = ["memory", "cpu"]
         .iter()
-        .map(|h| Path::new("/sys/fs/cgroup").join(h).join(TEST_CGROUPS_ROOT).join(&id))
-        .chain([Path::new("/sys/fs/cgroup").join(TEST_CGROUPS_ROOT).join(&id)])
+        .map(|h| {
+            Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(TEST_CGROUPS_ROOT)
+                .join(&id)
+        })
+        .chain([Path::new("/sys/fs/cgroup")
+            .join(TEST_CGROUPS_ROOT)
+            .join(&id)])
         .find(|p| p.exists());
     check!(leftover.is_none(), "cgroup left behind: {leftover:?}");
+    Ok(())
+}
+
+async fn recover_status(env: Env) -> TestResult {
+    let before_restart = env.containerizer(false)?;
+    let (spec, _sandbox) = env.spec("sleep 0.3; exit 5")?;
+    let id = spec.container_id.clone();
+    let launched = before_restart.launch(spec).await?;
+    let info = before_restart
+        .containers()
+        .into_iter()
+        .find(|i| i.container_id == id)
+        .ok_or("not listed")?;
+    check!(
+        info.pid == launched.pid && !info.cgroups.is_empty(),
+        "{info:?}"
+    );
+
+    let after_restart = env.containerizer(false)?;
+    let recovered = after_restart.recover(info.clone()).await?;
+    check!(
+        after_restart.containers() == vec![info.clone()],
+        "{:?}",
+        after_restart.containers()
+    );
+    let termination = recovered.exit.await?;
+    check!(termination.exit_code == Some(5), "{termination:?}");
+    check!(
+        launched.exit.await?.exit_code == Some(5),
+        "the original supervisor disagrees"
+    );
+    after_restart.destroy(&id).await?;
+    for dir in &info.cgroups {
+        check!(
+            !dir.exists(),
+            "{} still exists after destroy",
+            dir.display()
+        );
+    }
+    before_restart.destroy(&id).await?;
+    Ok(())
+}
+
+async fn recover_kill(env: Env) -> TestResult {
+    let before_restart = env.containerizer(false)?;
+    let (spec, sandbox) =
+        env.spec("trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.1; done")?;
+    let id = spec.container_id.clone();
+    let launched = before_restart.launch(spec).await?;
+    wait_for_text(&sandbox.path().join("stdout"), "ready").await?;
+    let info = before_restart.containers().pop().ok_or("not listed")?;
+
+    let after_restart = env.containerizer(false)?;
+    let recovered = after_restart.recover(info).await?;
+    after_restart.kill(&id, Duration::from_secs(5)).await?;
+    let termination = recovered.exit.await?;
+    check!(termination.exit_code == Some(0), "{termination:?}");
+    check!(
+        read(sandbox.path().join("stdout")).contains("bye"),
+        "SIGTERM did not reach the task"
+    );
+    launched.exit.await?;
+    after_restart.destroy(&id).await?;
+    before_restart.destroy(&id).await?;
+    Ok(())
+}
+
+async fn recover_gone(env: Env) -> TestResult {
+    let before_restart = env.containerizer(false)?;
+    let (spec, _sandbox) = env.spec("true")?;
+    let id = spec.container_id.clone();
+    let launched = before_restart.launch(spec).await?;
+    let info = before_restart.containers().pop().ok_or("not listed")?;
+    launched.exit.await?;
+    before_restart.destroy(&id).await?;
+
+    let after_restart = env.containerizer(false)?;
+    let termination = after_restart.recover(info).await?.exit.await?;
+    check!(
+        termination.exit_code.is_none() && termination.signal.is_none(),
+        "{termination:?}"
+    );
+    check!(
+        termination.message.contains("unknown"),
+        "{}",
+        termination.message
+    );
+    // Its pid may belong to another process by now: kill must not touch it.
+    after_restart.kill(&id, Duration::ZERO).await?;
+    after_restart.destroy(&id).await?;
     Ok(())
 }

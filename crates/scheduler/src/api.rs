@@ -24,7 +24,10 @@ pub const MARATHON_VERSION: &str = "1.10.19";
 
 /// The router, behind a layer that folds `//` in paths (clients send
 /// `/v2/apps//app`).
-pub(crate) fn service(shared: Arc<Shared>) -> axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>> {
+/// The `/v2` service as `axum::serve` takes it.
+pub(crate) type ApiService = axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>>;
+
+pub(crate) fn service(shared: Arc<Shared>) -> ApiService {
     let router = Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/v2/info", get(info))
@@ -162,13 +165,16 @@ fn used_service_ports(engine: &Engine, except: Option<&str>) -> Vec<u32> {
 
 /// Store a new or changed definition and start its deployment. Returns the
 /// deployment id and version, or an error response.
-fn store(engine: &mut Engine, mut app: AppDefinition, existing: Option<&AppDefinition>, force: bool) -> Result<(String, chrono::DateTime<chrono::Utc>, AppChange), Response> {
+/// An error answer, boxed: a `Response` is large.
+type Rejection = Box<Response>;
+
+fn store(engine: &mut Engine, mut app: AppDefinition, existing: Option<&AppDefinition>, force: bool) -> Result<(String, chrono::DateTime<chrono::Utc>, AppChange), Rejection> {
     let id = app.id.to_string();
     if let Some(resp) = locked(engine, &id, force) {
-        return Err(resp);
+        return Err(Box::new(resp));
     }
     let mut ports = ServicePortAllocator::new(used_service_ports(engine, Some(&id)));
-    assign_service_ports(&mut app, &mut ports).map_err(model_error)?;
+    assign_service_ports(&mut app, &mut ports).map_err(|e| Box::new(model_error(e)))?;
     let change = match existing {
         Some(cur) => cur.change_to(&app),
         None => AppChange::Config,
@@ -294,7 +300,7 @@ async fn create_app(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<
     }
     let (deployment, _, _) = match store(&mut engine, app, None, force) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(stored) = engine.apps.get(&id).cloned() else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "app vanished while being stored");
@@ -314,14 +320,14 @@ async fn create_app(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<
 }
 
 /// Apply one update body to the app `id` (or create it), Marathon's PUT.
-fn put_one(engine: &mut Engine, id: &PathId, body: &crate::model::AppUpdate, partial: bool, force: bool) -> Result<(StatusCode, String, chrono::DateTime<chrono::Utc>), Response> {
+fn put_one(engine: &mut Engine, id: &PathId, body: &crate::model::AppUpdate, partial: bool, force: bool) -> Result<(StatusCode, String, chrono::DateTime<chrono::Utc>), Rejection> {
     let key = id.to_string();
     let existing = engine.apps.get(&key).cloned();
     let next = match &existing {
         Some(cur) if partial => body.apply_to(cur),
         _ => body.to_app(Some(id)),
     }
-    .map_err(|e| model_error(ModelError::Invalid(e)))?;
+    .map_err(|e| Box::new(model_error(ModelError::Invalid(e))))?;
     let created = existing.is_none();
     let (deployment, version, change) = store(engine, next, existing.as_ref(), force)?;
     tracing::info!(app = %key, deployment = %deployment, ?change, "app updated");
@@ -373,7 +379,7 @@ fn multi_update(shared: Arc<Shared>, params: &[(String, String)], body: &[u8], p
         let Some(id) = u.path_id() else { continue };
         match put_one(&mut engine, &id, u, partial, force) {
             Ok((_, d, v)) => last = Some((d, v)),
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     }
     let actions = engine.converge();
@@ -468,7 +474,7 @@ fn put_app(shared: &Shared, id: &PathId, params: &[(String, String)], body: &[u8
     shared.act(actions);
     match result {
         Ok((status, d, v)) => deployment_response(status, &d, v),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -536,7 +542,7 @@ fn kill_app_tasks(shared: &Shared, id: &PathId, params: &[(String, String)], tas
         app.instances = app.instances.saturating_sub(victims.len() as u32);
         match store(&mut engine, app, Some(&existing), force) {
             Ok((d, v, _)) => deployment_response(StatusCode::OK, &d, v),
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     } else {
         match task_id {

@@ -20,6 +20,15 @@ use crate::events::EventBus;
 use crate::launch::{constraints_allow, fit, task_info, Placements};
 use crate::model::{marathon_timestamp, now_millis, AppDefinition, KillSelection};
 
+/// The version a task must have been launched at (or after) to match the
+/// app's current configuration: scaling changes `version` but not this.
+fn config_version(app: &AppDefinition) -> DateTime<Utc> {
+    app.version_info
+        .map(|v| v.last_config_change_at)
+        .or(app.version)
+        .unwrap_or_else(now_millis)
+}
+
 /// What the driver must do against the master.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -232,17 +241,17 @@ impl Engine {
             needs.kill = tasks.iter().filter(|t| t.active()).map(|t| t.id.clone()).collect();
             return needs;
         };
-        let version = app.version.unwrap_or_else(now_millis);
+        let config = config_version(app);
         let instances = app.instances as usize;
         let mut current: Vec<&MarathonTask> = tasks
             .iter()
             .copied()
-            .filter(|t| t.active() && t.version == version)
+            .filter(|t| t.active() && t.version >= config)
             .collect();
         let old: Vec<&MarathonTask> = tasks
             .iter()
             .copied()
-            .filter(|t| t.active() && t.version != version)
+            .filter(|t| t.active() && t.version < config)
             .collect();
         if current.len() > instances {
             // YOUNGEST_FIRST kills the newest tasks; OLDEST_FIRST the oldest.
@@ -570,12 +579,12 @@ impl Engine {
         match self.apps.get(&d.app_id) {
             None => tasks.is_empty(),
             Some(app) => {
-                let version = app.version.unwrap_or(d.version);
+                let config = config_version(app);
                 let running = tasks
                     .iter()
-                    .filter(|t| t.version == version && t.active() && t.state == TaskState::TaskRunning)
+                    .filter(|t| t.version >= config && t.active() && t.state == TaskState::TaskRunning)
                     .count();
-                let others = tasks.iter().filter(|t| t.version != version || !t.active()).count();
+                let others = tasks.iter().filter(|t| t.version < config || !t.active()).count();
                 running == app.instances as usize && others == 0 && tasks.len() == app.instances as usize
             }
         }

@@ -243,10 +243,11 @@ mod model {
         ] {
             match parse_app_definition(body) {
                 Err(e @ ModelError::Parse(_)) => {
-                    assert_eq!(e.http_status(), 400);
                     let ModelError::Parse(p) = &e else {
                         unreachable!()
                     };
+                    let expected_status = if kind == ParseErrorKind::Syntax { 400 } else { 422 };
+                    assert_eq!(e.http_status(), expected_status);
                     assert_eq!(p.kind, kind, "{}", String::from_utf8_lossy(body));
                     if let Some(path) = path {
                         assert_eq!(p.path, path);

@@ -94,20 +94,30 @@ impl CgroupRoot {
     /// nothing; see [`CgroupRoot::prepare`].
     pub fn detect(root: &str) -> Result<Self, String> {
         let root = root.trim_matches('/').to_string();
-        if root.is_empty() || root.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if root.is_empty()
+            || root
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(format!("invalid cgroups root '{root}'"));
         }
         if hierarchies::is_cgroup2_unified_mode() {
             let mount = PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT);
-            let available = fs::read_to_string(mount.join("cgroup.controllers"))
-                .map_err(|e| format!("cannot read {}: {e}", mount.join("cgroup.controllers").display()))?;
+            let available = fs::read_to_string(mount.join("cgroup.controllers")).map_err(|e| {
+                format!(
+                    "cannot read {}: {e}",
+                    mount.join("cgroup.controllers").display()
+                )
+            })?;
             let available: Vec<&str> = available.split_whitespace().collect();
             let mut controllers = Vec::new();
             for (name, required) in [("cpu", true), ("memory", true), ("pids", false)] {
                 if available.contains(&name) {
                     controllers.push(name.to_string());
                 } else if required {
-                    return Err(format!("the cgroup v2 '{name}' controller is not available"));
+                    return Err(format!(
+                        "the cgroup v2 '{name}' controller is not available"
+                    ));
                 }
             }
             Ok(CgroupRoot {
@@ -128,7 +138,9 @@ impl CgroupRoot {
                 match v1.get_mount_point(controller.clone()) {
                     Some(mount) => mounts.push((controller.to_string(), mount)),
                     None if required => {
-                        return Err(format!("the cgroup v1 '{controller}' hierarchy is not mounted"))
+                        return Err(format!(
+                            "the cgroup v1 '{controller}' hierarchy is not mounted"
+                        ))
                     }
                     None => {}
                 }
@@ -182,12 +194,19 @@ impl CgroupRoot {
 
     fn dirs(&self, container_id: &str) -> Vec<PathBuf> {
         let rel = self.relative(container_id);
-        self.mounts.iter().map(|(_, mount)| mount.join(&rel)).collect()
+        self.mounts
+            .iter()
+            .map(|(_, mount)| mount.join(&rel))
+            .collect()
     }
 
     /// Creates the cgroup of `container_id` and applies `limits`. On error
     /// nothing is left behind.
-    pub fn create(&self, container_id: &str, limits: Limits) -> Result<TaskCgroup, ContainerizerError> {
+    pub fn create(
+        &self,
+        container_id: &str,
+        limits: Limits,
+    ) -> Result<TaskCgroup, ContainerizerError> {
         // EEXIST is an error too: the id is in use (or a leftover of a
         // previous agent), and that cgroup is not ours to touch.
         let mut created = Vec::new();
@@ -244,9 +263,11 @@ fn enable_controllers(dir: &Path, controllers: &[String]) -> Result<(), Containe
         if enabled.contains(&controller.as_str()) {
             continue;
         }
-        fs::write(&file, format!("+{controller}")).map_err(|source| ContainerizerError::CgroupWrite {
-            path: file.clone(),
-            source: Box::new(source),
+        fs::write(&file, format!("+{controller}")).map_err(|source| {
+            ContainerizerError::CgroupWrite {
+                path: file.clone(),
+                source: Box::new(source),
+            }
         })?;
     }
     Ok(())
@@ -278,11 +299,15 @@ impl TaskCgroup {
     }
 
     fn apply(&self, limits: Limits) -> Result<(), ContainerizerError> {
-        let write_error = |file: &str, source: cgroups_rs::error::Error| ContainerizerError::CgroupWrite {
-            path: self.dir_of(file).join(file),
-            source: Box::new(source),
-        };
-        let cpu: &CpuController = self.cgroup.controller_of().ok_or_else(|| missing("cpu", &self.dirs))?;
+        let write_error =
+            |file: &str, source: cgroups_rs::error::Error| ContainerizerError::CgroupWrite {
+                path: self.dir_of(file).join(file),
+                source: Box::new(source),
+            };
+        let cpu: &CpuController = self
+            .cgroup
+            .controller_of()
+            .ok_or_else(|| missing("cpu", &self.dirs))?;
         if self.v2 {
             cpu.set_shares(limits.cpu_weight())
                 .map_err(|e| write_error("cpu.weight", e))?;
@@ -292,13 +317,27 @@ impl TaskCgroup {
         }
         if limits.cfs_quota {
             cpu.set_cfs_quota_and_period(Some(limits.cfs_quota_us()), Some(CFS_PERIOD_US))
-                .map_err(|e| write_error(if self.v2 { "cpu.max" } else { "cpu.cfs_quota_us" }, e))?;
+                .map_err(|e| {
+                    write_error(
+                        if self.v2 {
+                            "cpu.max"
+                        } else {
+                            "cpu.cfs_quota_us"
+                        },
+                        e,
+                    )
+                })?;
         }
 
-        let memory: &MemController = self.cgroup.controller_of().ok_or_else(|| missing("memory", &self.dirs))?;
+        let memory: &MemController = self
+            .cgroup
+            .controller_of()
+            .ok_or_else(|| missing("memory", &self.dirs))?;
         let bytes = limits.memory_bytes();
         if self.v2 {
-            memory.set_limit(bytes).map_err(|e| write_error("memory.max", e))?;
+            memory
+                .set_limit(bytes)
+                .map_err(|e| write_error("memory.max", e))?;
             // No swap: the limit is the limit.
             if self.memory_dir.join("memory.swap.max").exists() {
                 memory
@@ -362,7 +401,9 @@ impl TaskCgroup {
             }
         }
         for pid in self.procs() {
-            let Ok(raw) = i32::try_from(pid) else { continue };
+            let Ok(raw) = i32::try_from(pid) else {
+                continue;
+            };
             // ESRCH: it exited meanwhile, which is what we want.
             let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
         }
@@ -371,7 +412,11 @@ impl TaskCgroup {
     /// How many times the kernel's OOM killer fired in this cgroup (v1
     /// `memory.oom_control`, Linux 4.13+; v2 `memory.events`).
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         fs::read_to_string(self.memory_dir.join(file))
             .ok()
             .and_then(|text| parse_keyed(&text, "oom_kill"))
@@ -392,6 +437,18 @@ impl TaskCgroup {
         })
     }
 
+    /// The memory limit in bytes, when one is set.
+    pub fn memory_limit(&self) -> Option<u64> {
+        let file = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::read_to_string(self.memory_dir.join(file))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
     /// Removes the cgroup directories, killing what is still inside and
     /// retrying for up to `patience` while the processes drain.
     pub fn remove(&self, patience: Duration) -> Result<(), ContainerizerError> {
@@ -401,7 +458,9 @@ impl TaskCgroup {
                 match fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
                         self.kill_all();
                         std::thread::sleep(Duration::from_millis(20));
                     }

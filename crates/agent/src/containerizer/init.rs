@@ -4,7 +4,8 @@
 //! namespaces that immediately execs the agent's own binary as
 //!
 //! ```text
-//! <exe> __task-init --sync-fd N --status-fd M --sandbox DIR [--hostname NAME] [--namespaces] -- COMMAND
+//! <exe> __task-init --sync-fd N --status-fd M --sandbox DIR [--status-file PATH]
+//!                   [--hostname NAME] [--namespaces] -- COMMAND
 //! ```
 //!
 //! with the task's environment as its environment, stdin on `/dev/null` and
@@ -21,7 +22,8 @@
 //! 4. forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to every
 //!    process of the namespace (`kill(-1, sig)`; without namespaces, to the
 //!    command's process group), and reaps every zombie;
-//! 5. when the command exits, writes its status to `--status-fd`
+//! 5. when the command exits, writes its status to `--status-file` (if
+//!    given; read by an agent that restarted meanwhile) and to `--status-fd`
 //!    (`exit:N`, `signal:N`, or `error:MESSAGE` if the init itself failed) and
 //!    exits with the command's code, or 128 + signal. As PID 1, its exit makes
 //!    the kernel kill whatever is left in the namespace.
@@ -66,6 +68,9 @@ pub struct InitArgs {
     /// Write end of the status pipe.
     pub status_fd: RawFd,
     pub sandbox: PathBuf,
+    /// Where the status line is also written, for an agent that restarted
+    /// while the task ran.
+    pub status_file: Option<PathBuf>,
     pub hostname: Option<String>,
     /// Set up the namespaces (mounts, /proc, hostname); requires PID 1.
     pub namespaces: bool,
@@ -83,6 +88,10 @@ impl InitArgs {
             b"--sandbox".to_vec(),
             self.sandbox.as_os_str().as_bytes().to_vec(),
         ];
+        if let Some(status_file) = &self.status_file {
+            args.push(b"--status-file".to_vec());
+            args.push(status_file.as_os_str().as_bytes().to_vec());
+        }
         if let Some(hostname) = &self.hostname {
             args.push(b"--hostname".to_vec());
             args.push(hostname.as_bytes().to_vec());
@@ -103,6 +112,7 @@ impl InitArgs {
             args.next();
         }
         let (mut sync_fd, mut status_fd, mut sandbox, mut hostname) = (None, None, None, None);
+        let mut status_file = None;
         let mut namespaces = false;
         let mut command = None;
         while let Some(arg) = args.next() {
@@ -115,6 +125,7 @@ impl InitArgs {
                 "--sync-fd" => sync_fd = Some(parse_fd("--sync-fd", &value("--sync-fd")?)?),
                 "--status-fd" => status_fd = Some(parse_fd("--status-fd", &value("--status-fd")?)?),
                 "--sandbox" => sandbox = Some(PathBuf::from(value("--sandbox")?)),
+                "--status-file" => status_file = Some(PathBuf::from(value("--status-file")?)),
                 "--hostname" => hostname = Some(value("--hostname")?),
                 "--namespaces" => namespaces = true,
                 "--" => {
@@ -130,6 +141,7 @@ impl InitArgs {
             sync_fd: sync_fd.ok_or("--sync-fd is required")?,
             status_fd: status_fd.ok_or("--status-fd is required")?,
             sandbox: sandbox.ok_or("--sandbox is required")?,
+            status_file,
             hostname,
             namespaces,
             command: command.ok_or("a command must follow --")?,
@@ -221,8 +233,14 @@ pub fn main(args: &[String]) -> i32 {
     if let CommandStatus::InitFailed(message) = &outcome {
         eprintln!("meseta-init: {message}");
     }
+    let line = format!("{outcome}\n");
+    if let Some(path) = &args.status_file {
+        if let Err(e) = std::fs::write(path, &line) {
+            eprintln!("meseta-init: failed to write {}: {e}", path.display());
+        }
+    }
     // The agent may be gone (EPIPE); the exit code still tells the story.
-    let _ = write_all(&status, format!("{outcome}\n").as_bytes());
+    let _ = write_all(&status, line.as_bytes());
     outcome.exit_code()
 }
 
@@ -278,7 +296,12 @@ fn run(args: &InitArgs) -> Result<CommandStatus, String> {
         }
         setup_namespaces(args)?;
     }
-    chdir(&args.sandbox).map_err(|e| format!("failed to enter the sandbox {}: {e}", args.sandbox.display()))?;
+    chdir(&args.sandbox).map_err(|e| {
+        format!(
+            "failed to enter the sandbox {}: {e}",
+            args.sandbox.display()
+        )
+    })?;
 
     let mut waited = SigSet::empty();
     for signal in FORWARDED {
@@ -292,7 +315,8 @@ fn run(args: &InitArgs) -> Result<CommandStatus, String> {
     let argv = [
         CString::new("sh").map_err(|e| e.to_string())?,
         CString::new("-c").map_err(|e| e.to_string())?,
-        CString::new(args.command.as_bytes()).map_err(|_| "the command contains a NUL byte".to_string())?,
+        CString::new(args.command.as_bytes())
+            .map_err(|_| "the command contains a NUL byte".to_string())?,
     ];
 
     let _ = std::io::stdout().flush();
@@ -351,7 +375,8 @@ fn setup_namespaces(args: &InitArgs) -> Result<(), String> {
         eprintln!("meseta-init: warning: failed to mount /proc for the task: {e}");
     }
     if let Some(hostname) = &args.hostname {
-        sethostname(OsStr::new(hostname)).map_err(|e| format!("failed to set the hostname '{hostname}': {e}"))?;
+        sethostname(OsStr::new(hostname))
+            .map_err(|e| format!("failed to set the hostname '{hostname}': {e}"))?;
     }
     Ok(())
 }
@@ -380,7 +405,9 @@ fn reap(command: Pid) -> Option<CommandStatus> {
     let mut status = None;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == command => status = Some(CommandStatus::Exited(code)),
+            Ok(WaitStatus::Exited(pid, code)) if pid == command => {
+                status = Some(CommandStatus::Exited(code))
+            }
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == command => {
                 status = Some(CommandStatus::Signaled(signal as i32))
             }
@@ -405,6 +432,7 @@ mod tests {
             sync_fd: 5,
             status_fd: 7,
             sandbox: PathBuf::from("/var/lib/meseta/sandbox"),
+            status_file: Some(PathBuf::from("/run/meseta/containers/c1.status")),
             hostname: Some("task-host".into()),
             namespaces: true,
             command: "echo hi -- there; exit 3".into(),
@@ -422,10 +450,39 @@ mod tests {
 
     #[test]
     fn bad_args_are_refused() {
-        assert!(InitArgs::parse(&strings(&["--sync-fd", "3", "--status-fd", "4", "--sandbox", "/x"])).is_err());
-        assert!(InitArgs::parse(&strings(&["--sync-fd", "1", "--status-fd", "4", "--sandbox", "/x", "--", "true"])).is_err());
+        assert!(InitArgs::parse(&strings(&[
+            "--sync-fd",
+            "3",
+            "--status-fd",
+            "4",
+            "--sandbox",
+            "/x"
+        ]))
+        .is_err());
+        assert!(InitArgs::parse(&strings(&[
+            "--sync-fd",
+            "1",
+            "--status-fd",
+            "4",
+            "--sandbox",
+            "/x",
+            "--",
+            "true"
+        ]))
+        .is_err());
         assert!(InitArgs::parse(&strings(&["--bogus"])).is_err());
-        assert!(InitArgs::parse(&strings(&["--sync-fd", "3", "--status-fd", "4", "--sandbox", "/x", "--", "a", "b"])).is_err());
+        assert!(InitArgs::parse(&strings(&[
+            "--sync-fd",
+            "3",
+            "--status-fd",
+            "4",
+            "--sandbox",
+            "/x",
+            "--",
+            "a",
+            "b"
+        ]))
+        .is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,20 +38,22 @@ use nix::sched::{clone, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{geteuid, pipe2, Pid};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::{oneshot, watch};
 
 use super::cgroups::{CgroupRoot, Limits, TaskCgroup};
 use super::init::{CommandStatus, InitArgs, INIT_FAILURE_EXIT_CODE};
+use super::pidfd;
 use super::{
-    blocking, validate_spec, ContainerInfo, Containerizer, ContainerizerError, LaunchSpec, Launched,
-    Termination, TASK_INIT_SUBCOMMAND,
+    blocking, validate_container_id, validate_spec, ContainerInfo, Containerizer,
+    ContainerizerError, LaunchSpec, Launched, Termination, TASK_INIT_SUBCOMMAND,
 };
 
 /// Default cgroup (relative to each hierarchy's root) that holds the
 /// containers, like Mesos' `--cgroups_root=mesos`.
 pub const DEFAULT_CGROUPS_ROOT: &str = "meseta";
+
+/// Default [`LinuxConfig::runtime_dir`].
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/meseta/containers";
 
 /// How often a running container's OOM counter is read.
 const OOM_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -77,6 +79,11 @@ pub struct LinuxConfig {
     /// `/proc/self/exe`, the agent's own binary (still the right one if the
     /// file is replaced on disk while the agent runs).
     pub init_program: PathBuf,
+    /// Where each init also writes its command's status
+    /// (`<container_id>.status`), so that an agent restarted while the task
+    /// ran can still tell how it ended ([`Containerizer::recover`]). A tmpfs
+    /// (cleared at reboot, like the containers) suits it.
+    pub runtime_dir: PathBuf,
 }
 
 impl Default for LinuxConfig {
@@ -85,6 +92,7 @@ impl Default for LinuxConfig {
             cgroups_root: DEFAULT_CGROUPS_ROOT.to_string(),
             cfs_quota: false,
             init_program: PathBuf::from("/proc/self/exe"),
+            runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
         }
     }
 }
@@ -105,10 +113,18 @@ struct Inner {
 }
 
 impl Inner {
+    fn status_file(&self, container_id: &str) -> PathBuf {
+        self.config
+            .runtime_dir
+            .join(format!("{container_id}.status"))
+    }
+
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Arc<Container>>> {
         // A panic while holding this lock leaves a map that is still
         // consistent (every operation on it is a single insert/remove).
-        self.containers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.containers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn get(&self, container_id: &str) -> Result<Arc<Container>, ContainerizerError> {
@@ -131,14 +147,29 @@ impl LinuxContainerizer {
                 "the agent is not running as root".into(),
             ));
         }
-        let cgroups = CgroupRoot::detect(&config.cgroups_root).map_err(ContainerizerError::LinuxUnavailable)?;
+        let cgroups = CgroupRoot::detect(&config.cgroups_root)
+            .map_err(ContainerizerError::LinuxUnavailable)?;
         cgroups.prepare().map_err(|e| {
-            ContainerizerError::LinuxUnavailable(format!("the cgroup hierarchy is not writable: {e}"))
+            ContainerizerError::LinuxUnavailable(format!(
+                "the cgroup hierarchy is not writable: {e}"
+            ))
         })?;
         if let Err(e) = std::fs::metadata(&config.init_program) {
             return Err(ContainerizerError::LinuxUnavailable(format!(
                 "the init program {} is not usable: {e}",
                 config.init_program.display()
+            )));
+        }
+        if config.runtime_dir.to_str().is_none() {
+            return Err(ContainerizerError::LinuxUnavailable(format!(
+                "the runtime directory {} is not UTF-8",
+                config.runtime_dir.display()
+            )));
+        }
+        if let Err(e) = std::fs::create_dir_all(&config.runtime_dir) {
+            return Err(ContainerizerError::LinuxUnavailable(format!(
+                "cannot create the runtime directory {}: {e}",
+                config.runtime_dir.display()
             )));
         }
         tracing::debug!(
@@ -191,17 +222,36 @@ impl Containerizer for LinuxContainerizer {
                 blocking("launch", move || spawn_container(&inner, &spec, limits)).await??
             };
             let (exit_tx, exit_rx) = watch::channel(None);
+            let (pidfd, exit_watch) = match spawned
+                .pidfd
+                .map(|fd| fd.try_clone().map(|clone| (fd, clone)))
+            {
+                Some(Ok((pidfd, watched))) => (
+                    Some(pidfd),
+                    ExitWatch::Pidfd {
+                        pidfd: watched,
+                        pid: spawned.pid,
+                        child: true,
+                    },
+                ),
+                _ => (None, ExitWatch::Waitid(spawned.pid)),
+            };
             let container = Arc::new(Container {
                 id: spec.container_id.clone(),
                 task_id: spec.task_id.clone(),
                 pid: spawned.pid,
+                pidfd,
                 cgroup: spawned.cgroup,
                 limits,
+                status_file: inner.status_file(&spec.container_id),
                 reaped: Mutex::new(false),
                 oom: AtomicBool::new(false),
+                sigkilled: AtomicBool::new(false),
                 exit: exit_rx,
             });
-            inner.containers().insert(spec.container_id.clone(), container.clone());
+            inner
+                .containers()
+                .insert(spec.container_id.clone(), container.clone());
             tracing::info!(
                 container_id = %spec.container_id,
                 task_id = %spec.task_id,
@@ -209,7 +259,10 @@ impl Containerizer for LinuxContainerizer {
                 "launched task in linux container"
             );
             let (done_tx, done_rx) = oneshot::channel();
-            tokio::spawn(supervise(container, spawned.pidfd, spawned.status, exit_tx, done_tx));
+            let reaper = Reaper::Child {
+                status_pipe: spawned.status,
+            };
+            tokio::spawn(supervise(container, exit_watch, reaper, exit_tx, done_tx));
             Ok(Launched {
                 pid: spawned.pid.as_raw() as u32,
                 exit: done_rx,
@@ -218,7 +271,11 @@ impl Containerizer for LinuxContainerizer {
         .boxed()
     }
 
-    fn kill(&self, container_id: &str, grace: Duration) -> BoxFuture<'static, Result<(), ContainerizerError>> {
+    fn kill(
+        &self,
+        container_id: &str,
+        grace: Duration,
+    ) -> BoxFuture<'static, Result<(), ContainerizerError>> {
         let found = self.inner.get(container_id);
         async move {
             let container = found?;
@@ -253,12 +310,95 @@ impl Containerizer for LinuxContainerizer {
                 }
             }
             let removing = container.clone();
-            blocking("cgroup removal", move || removing.cgroup.remove(CGROUP_REMOVE_PATIENCE)).await??;
+            blocking("cgroup removal", move || {
+                if let Err(e) = std::fs::remove_file(&removing.status_file) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        tracing::warn!(path = %removing.status_file.display(), error = %e, "failed to remove status file");
+                    }
+                }
+                removing.cgroup.remove(CGROUP_REMOVE_PATIENCE)
+            })
+            .await??;
             let mut containers = inner.containers();
             if containers.get(&container.id).is_some_and(|c| Arc::ptr_eq(c, &container)) {
                 containers.remove(&container.id);
             }
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn recover(
+        &self,
+        info: ContainerInfo,
+    ) -> BoxFuture<'static, Result<Launched, ContainerizerError>> {
+        let inner = self.inner.clone();
+        async move {
+            validate_container_id(&info.container_id)?;
+            if inner.containers().contains_key(&info.container_id) {
+                return Err(ContainerizerError::ContainerExists(info.container_id));
+            }
+            let raw_pid = i32::try_from(info.pid)
+                .ok()
+                .filter(|pid| *pid > 0)
+                .ok_or_else(|| ContainerizerError::InvalidSpec {
+                    task_id: info.task_id.clone(),
+                    reason: format!("invalid pid {}", info.pid),
+                })?;
+            let pid = Pid::from_raw(raw_pid);
+            let (cgroup, pidfd) = {
+                let inner = inner.clone();
+                let container_id = info.container_id.clone();
+                blocking("recover", move || {
+                    let cgroup = inner.cgroups.load(&container_id);
+                    // Open the pidfd first, then check that the pid is in
+                    // the container's cgroup: the pidfd then names the init,
+                    // not a process that reused its pid.
+                    let pidfd = pidfd::open(pid).filter(|_| cgroup.procs().contains(&info.pid));
+                    (cgroup, pidfd)
+                })
+                .await?
+            };
+            let mem_mb = cgroup.memory_limit().map_or(0.0, |bytes| bytes as f64 / (1024.0 * 1024.0));
+            let (pidfd, watch) = match pidfd.map(|fd| fd.try_clone().map(|clone| (fd, clone))) {
+                Some(Ok((pidfd, watched))) => (
+                    Some(pidfd),
+                    ExitWatch::Pidfd {
+                        pidfd: watched,
+                        pid,
+                        child: false,
+                    },
+                ),
+                _ => (None, ExitWatch::Gone),
+            };
+            let alive = pidfd.is_some();
+            let (exit_tx, exit_rx) = watch::channel(None);
+            let container = Arc::new(Container {
+                id: info.container_id.clone(),
+                task_id: info.task_id.clone(),
+                pid,
+                pidfd,
+                cgroup,
+                limits: Limits {
+                    cpus: 0.0,
+                    mem_mb,
+                    cfs_quota: false,
+                },
+                status_file: inner.status_file(&info.container_id),
+                // Never signal a pid that is not provably the init.
+                reaped: Mutex::new(!alive),
+                oom: AtomicBool::new(false),
+                sigkilled: AtomicBool::new(false),
+                exit: exit_rx,
+            });
+            inner.containers().insert(info.container_id.clone(), container.clone());
+            tracing::info!(container_id = %info.container_id, pid = info.pid, alive, "recovered linux container");
+            let (done_tx, done_rx) = oneshot::channel();
+            tokio::spawn(supervise(container, watch, Reaper::Orphan, exit_tx, done_tx));
+            Ok(Launched {
+                pid: info.pid,
+                exit: done_rx,
+            })
         }
         .boxed()
     }
@@ -283,19 +423,28 @@ struct Container {
     task_id: String,
     /// The init, as the host sees it.
     pid: Pid,
+    /// Signals go through it when there is one: it cannot hit a recycled pid.
+    pidfd: Option<OwnedFd>,
     cgroup: TaskCgroup,
     limits: Limits,
-    /// Set once the init was reaped: from then on its pid may name another
-    /// process, so nothing may signal it. Held while signalling and reaping.
+    /// Where the init writes the command's status (read after a recovery).
+    status_file: PathBuf,
+    /// Set once the init was reaped (or, recovered, seen gone): from then on
+    /// its pid may name another process, so nothing may signal it. Held
+    /// while signalling and reaping.
     reaped: Mutex<bool>,
     /// The OOM killer fired in the container.
     oom: AtomicBool,
+    /// We sent the init SIGKILL.
+    sigkilled: AtomicBool,
     exit: watch::Receiver<Option<Termination>>,
 }
 
 impl Container {
     fn reaped(&self) -> MutexGuard<'_, bool> {
-        self.reaped.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.reaped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn has_exited(&self) -> bool {
@@ -315,7 +464,11 @@ impl Container {
         if *reaped {
             return Ok(());
         }
-        match kill(self.pid, signal) {
+        let sent = match &self.pidfd {
+            Some(pidfd) => pidfd::send_signal(pidfd, Some(signal)),
+            None => kill(self.pid, signal),
+        };
+        match sent {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(errno) => Err(ContainerizerError::Signal {
                 container_id: self.id.clone(),
@@ -327,27 +480,42 @@ impl Container {
     /// SIGKILLs the init (the kernel then kills its whole PID namespace) and
     /// every process still in the container's cgroup.
     async fn kill_everything(self: &Arc<Self>) -> Result<(), ContainerizerError> {
+        self.sigkilled.store(true, Ordering::SeqCst);
         self.signal(Signal::SIGKILL)?;
         let container = self.clone();
         blocking("cgroup kill", move || container.cgroup.kill_all()).await
     }
 
-    /// Reaps the exited init and tells how the command ended. Blocks.
-    fn reap(&self, status_pipe: OwnedFd) -> Termination {
-        let wait_status = {
-            let mut reaped = self.reaped();
-            let status = loop {
-                match waitpid(self.pid, None) {
-                    Err(Errno::EINTR) => continue,
-                    other => break other,
-                }
-            };
-            *reaped = true;
-            status
-        };
-        // The init wrote its line before exiting; every writer is closed now.
+    /// Reaps the exited init (when it is our child) and tells how the
+    /// command ended. Blocks.
+    fn finish(&self, reaper: Reaper) -> Termination {
         let mut text = String::new();
-        let _ = File::from(status_pipe).read_to_string(&mut text);
+        let wait_status = match reaper {
+            Reaper::Child { status_pipe } => {
+                let wait_status = {
+                    let mut reaped = self.reaped();
+                    let status = loop {
+                        match waitpid(self.pid, None) {
+                            Err(Errno::EINTR) => continue,
+                            other => break other,
+                        }
+                    };
+                    *reaped = true;
+                    status
+                };
+                // The init wrote its line before exiting; every writer is
+                // closed now.
+                let _ = File::from(status_pipe).read_to_string(&mut text);
+                Some(wait_status)
+            }
+            Reaper::Orphan => {
+                // Whoever is its parent now reaps it; the status file says
+                // how the command ended.
+                *self.reaped() = true;
+                text = std::fs::read_to_string(&self.status_file).unwrap_or_default();
+                None
+            }
+        };
         let pid = self.pid.as_raw() as u32;
         let mut termination = match CommandStatus::parse(&text) {
             Some(CommandStatus::Exited(code)) => Termination::exited(code),
@@ -360,9 +528,22 @@ impl Container {
             },
             // No status: the init itself was killed (SIGKILL escalation, OOM).
             None => match wait_status {
-                Ok(WaitStatus::Exited(_, code)) => Termination::exited(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => Termination::signaled(signal as i32, pid),
-                other => Termination {
+                Some(Ok(WaitStatus::Exited(_, code))) => Termination::exited(code),
+                Some(Ok(WaitStatus::Signaled(_, signal, _))) => {
+                    Termination::signaled(signal as i32, pid)
+                }
+                None if self.sigkilled.load(Ordering::SeqCst) => {
+                    Termination::signaled(libc::SIGKILL, pid)
+                }
+                None => Termination {
+                    exit_code: None,
+                    signal: None,
+                    oom_killed: false,
+                    message:
+                        "Command terminated while the agent was not running; its status is unknown"
+                            .into(),
+                },
+                Some(other) => Termination {
                     exit_code: None,
                     signal: None,
                     oom_killed: false,
@@ -379,7 +560,8 @@ impl Container {
                 .map(|bytes| format!("{}MB", (bytes as f64 / MIB).round()))
                 .unwrap_or_else(|| "unknown".into());
             termination.oom_killed = true;
-            termination.message = format!("Memory limit exceeded: Requested: {requested}MB Maximum Used: {used}");
+            termination.message =
+                format!("Memory limit exceeded: Requested: {requested}MB Maximum Used: {used}");
         }
         termination
     }
@@ -393,12 +575,28 @@ struct Spawned {
     cgroup: TaskCgroup,
 }
 
-fn spawn_container(inner: &Inner, spec: &LaunchSpec, limits: Limits) -> Result<Spawned, ContainerizerError> {
+fn spawn_container(
+    inner: &Inner,
+    spec: &LaunchSpec,
+    limits: Limits,
+) -> Result<Spawned, ContainerizerError> {
     let cgroup = inner.cgroups.create(&spec.container_id, limits)?;
-    match start_init(&inner.config, spec, &cgroup) {
+    let status_file = inner.status_file(&spec.container_id);
+    // A stale file of an earlier container with this id must not speak for
+    // this one.
+    if let Err(source) = std::fs::remove_file(&status_file) {
+        if source.kind() != io::ErrorKind::NotFound {
+            let _ = cgroup.remove(CGROUP_REMOVE_PATIENCE);
+            return Err(ContainerizerError::Spawn {
+                task_id: spec.task_id.clone(),
+                source,
+            });
+        }
+    }
+    match start_init(&inner.config, spec, &cgroup, &status_file) {
         Ok((pid, status)) => Ok(Spawned {
             pid,
-            pidfd: open_pidfd(pid),
+            pidfd: pidfd::open(pid),
             status,
             cgroup,
         }),
@@ -428,7 +626,12 @@ struct ChildPlan {
 
 /// Clones the init into its namespaces, waits for its exec, moves it into the
 /// cgroup and releases it. Returns its pid and the status pipe's read end.
-fn start_init(config: &LinuxConfig, spec: &LaunchSpec, cgroup: &TaskCgroup) -> Result<(Pid, OwnedFd), ContainerizerError> {
+fn start_init(
+    config: &LinuxConfig,
+    spec: &LaunchSpec,
+    cgroup: &TaskCgroup,
+    status_file: &Path,
+) -> Result<(Pid, OwnedFd), ContainerizerError> {
     let spawn_error = |source: io::Error| ContainerizerError::Spawn {
         task_id: spec.task_id.clone(),
         source,
@@ -463,6 +666,7 @@ fn start_init(config: &LinuxConfig, spec: &LaunchSpec, cgroup: &TaskCgroup) -> R
         sync_fd: sync_read.as_raw_fd(),
         status_fd: status_write.as_raw_fd(),
         sandbox: spec.sandbox.clone(),
+        status_file: Some(status_file.to_path_buf()),
         hostname: spec.hostname.clone(),
         namespaces: true,
         command: spec.command.clone(),
@@ -471,7 +675,8 @@ fn start_init(config: &LinuxConfig, spec: &LaunchSpec, cgroup: &TaskCgroup) -> R
         task_id: spec.task_id.clone(),
         reason: format!("{what} contains a NUL byte"),
     };
-    let program = CString::new(config.init_program.as_os_str().as_bytes()).map_err(|_| invalid("the init program path"))?;
+    let program = CString::new(config.init_program.as_os_str().as_bytes())
+        .map_err(|_| invalid("the init program path"))?;
     let mut argv = vec![
         CString::new("meseta-init").map_err(|_| invalid("argv"))?,
         CString::new(TASK_INIT_SUBCOMMAND).map_err(|_| invalid("argv"))?,
@@ -485,8 +690,16 @@ fn start_init(config: &LinuxConfig, spec: &LaunchSpec, cgroup: &TaskCgroup) -> R
         .map(|(key, value)| CString::new(format!("{key}={value}")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| invalid("the environment"))?;
-    let argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
-    let envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+    let argv_ptrs: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp_ptrs: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
 
     let plan = ChildPlan {
         stdio: [
@@ -502,24 +715,44 @@ fn start_init(config: &LinuxConfig, spec: &LaunchSpec, cgroup: &TaskCgroup) -> R
         mask: *SigSet::empty().as_ref(),
     };
     let mut stack = vec![0u8; CLONE_STACK_SIZE];
-    let flags = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let flags = CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
     // SAFETY: without CLONE_VM the child gets a copy of this address space,
     // so `plan`, the C strings it points into and `stack` stay valid in it.
     // The child runs `exec_init`, which makes only async-signal-safe libc
     // calls (no allocation, no locks) before execve or _exit, as required
     // after forking a multi-threaded process; it needs a few hundred bytes
     // of the 64 KiB stack.
-    let cloned = unsafe { clone(Box::new(|| exec_init(&plan)), &mut stack, flags, Some(libc::SIGCHLD)) };
+    let cloned = unsafe {
+        clone(
+            Box::new(|| exec_init(&plan)),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
+    };
     let pid = cloned.map_err(|e| spawn_error(e.into()))?;
 
     // The child holds its own copies now.
-    drop((stdin, stdout, stderr, sync_read, status_write, exec_error_write));
+    drop((
+        stdin,
+        stdout,
+        stderr,
+        sync_read,
+        status_write,
+        exec_error_write,
+    ));
 
     if let Some(error) = read_exec_error(exec_error_read) {
         let _ = waitpid(pid, None);
         return Err(spawn_error(io::Error::new(
             error.kind(),
-            format!("failed to exec the container init {}: {error}", config.init_program.display()),
+            format!(
+                "failed to exec the container init {}: {error}",
+                config.init_program.display()
+            ),
         )));
     }
     let abandon = |pid: Pid| {
@@ -605,32 +838,48 @@ fn read_exec_error(pipe: OwnedFd) -> Option<io::Error> {
     }
 }
 
-/// A pidfd for `pid` (Linux 5.3+), or None.
-fn open_pidfd(pid: Pid) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just created this descriptor for us alone.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+/// How the supervisor learns that the init exited.
+enum ExitWatch {
+    /// A pidfd of the init; `child` when we are its parent.
+    Pidfd {
+        pidfd: OwnedFd,
+        pid: Pid,
+        child: bool,
+    },
+    /// Our child, on a kernel without pidfds: a blocking `waitid`.
+    Waitid(Pid),
+    /// Already gone (found so at recovery).
+    Gone,
 }
 
-/// Resolves when process `pid` (our child) has exited, without reaping it.
-async fn wait_exit(pid: Pid, pidfd: Option<OwnedFd>) {
-    if let Some(pidfd) = pidfd {
-        // SAFETY: an OwnedFd is a valid open descriptor that stays open and
-        // keeps its number for as long as the AsyncFd owns it.
-        if let Ok(pidfd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
-            // A pidfd turns readable when its process exits.
-            if pidfd.readable().await.is_ok() {
-                return;
+/// How the supervisor ends a container once its init exited.
+enum Reaper {
+    /// Our child: reap it, read its status pipe.
+    Child { status_pipe: OwnedFd },
+    /// Recovered after an agent restart: someone else reaps it; read the
+    /// status file.
+    Orphan,
+}
+
+/// Resolves when the watched process has exited, without reaping it.
+async fn wait_exit(watch: ExitWatch) {
+    match watch {
+        ExitWatch::Gone => {}
+        ExitWatch::Waitid(pid) => wait_child(pid).await,
+        ExitWatch::Pidfd { pidfd, pid, child } => {
+            if pidfd::wait_exit(pidfd, !child).await.is_some() {
+                wait_child(pid).await;
             }
         }
     }
+}
+
+/// Parks a blocking thread until our child `pid` exits (without reaping).
+async fn wait_child(pid: Pid) {
     let _ = tokio::task::spawn_blocking(move || {
-        while let Err(Errno::EINTR) = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {}
+        while let Err(Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
     })
     .await;
 }
@@ -638,12 +887,12 @@ async fn wait_exit(pid: Pid, pidfd: Option<OwnedFd>) {
 /// Watches one container until its init exits, then reports the exit.
 async fn supervise(
     container: Arc<Container>,
-    pidfd: Option<OwnedFd>,
-    status: OwnedFd,
+    watch: ExitWatch,
+    reaper: Reaper,
     exit_tx: watch::Sender<Option<Termination>>,
     done_tx: oneshot::Sender<Termination>,
 ) {
-    let exited = wait_exit(container.pid, pidfd);
+    let exited = wait_exit(watch);
     tokio::pin!(exited);
     let mut oom_poll = tokio::time::interval(OOM_POLL_INTERVAL);
     oom_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -664,7 +913,7 @@ async fn supervise(
         }
     }
     let reaping = container.clone();
-    let termination = blocking("reap", move || reaping.reap(status))
+    let termination = blocking("reap", move || reaping.finish(reaper))
         .await
         .unwrap_or_else(|e| Termination {
             exit_code: None,

@@ -24,6 +24,7 @@
 mod cgroups;
 pub mod init;
 mod linux;
+mod pidfd;
 mod posix;
 
 use std::fmt;
@@ -143,15 +144,30 @@ pub trait Containerizer: Send + Sync + 'static {
     /// still alive after `grace` (a zero `grace` goes straight to SIGKILL). Resolves when the last signal was sent (or
     /// the task exited); the exit itself arrives through [`Launched::exit`].
     /// Killing a container that already exited is a no-op.
-    fn kill(&self, container_id: &str, grace: Duration)
-        -> BoxFuture<'static, Result<(), ContainerizerError>>;
+    fn kill(
+        &self,
+        container_id: &str,
+        grace: Duration,
+    ) -> BoxFuture<'static, Result<(), ContainerizerError>>;
 
     /// Forgets the container and removes what it held (cgroups…). Meant for
     /// after the exit; a container still running is killed first (no grace).
     fn destroy(&self, container_id: &str) -> BoxFuture<'static, Result<(), ContainerizerError>>;
 
-    /// The containers launched and not yet destroyed.
+    /// The containers launched (or recovered) and not yet destroyed.
     fn containers(&self) -> Vec<ContainerInfo>;
+
+    /// Re-attaches to a container that an earlier run of the agent launched,
+    /// from the [`ContainerInfo`] it checkpointed. Its exit arrives through
+    /// the returned [`Launched::exit`] (at once if it ended while the agent
+    /// was down); [`Containerizer::kill`] and [`Containerizer::destroy`]
+    /// work on it as on a launched one. The status of a task that ended
+    /// unobserved may be unknown (posix always; linux only when the init
+    /// could not write its status file).
+    fn recover(
+        &self,
+        info: ContainerInfo,
+    ) -> BoxFuture<'static, Result<Launched, ContainerizerError>>;
 }
 
 /// Errors of the containerizers. Each variant names the failed operation.
@@ -229,7 +245,10 @@ pub fn detect(requested: Option<&str>) -> Result<Arc<dyn Containerizer>, Contain
 
 /// [`detect`], with the CFS hard cap (Mesos' `--cgroups_enable_cfs`) on or
 /// off for the linux containerizer.
-pub fn detect_with(requested: Option<&str>, cfs_quota: bool) -> Result<Arc<dyn Containerizer>, ContainerizerError> {
+pub fn detect_with(
+    requested: Option<&str>,
+    cfs_quota: bool,
+) -> Result<Arc<dyn Containerizer>, ContainerizerError> {
     detect_with_config(
         requested,
         LinuxConfig {
@@ -399,7 +418,10 @@ mod tests {
 
     #[test]
     fn termination_messages_follow_mesos() {
-        assert_eq!(Termination::exited(0).message, "Command exited with status 0");
+        assert_eq!(
+            Termination::exited(0).message,
+            "Command exited with status 0"
+        );
         assert_eq!(
             Termination::signaled(9, 1234).message,
             "Command terminated with signal Killed (pid 1234)"

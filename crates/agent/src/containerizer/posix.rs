@@ -12,6 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -24,9 +25,10 @@ use nix::unistd::{setsid, Pid};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 
+use super::pidfd;
 use super::{
-    blocking, validate_spec, ContainerInfo, Containerizer, ContainerizerError, LaunchSpec, Launched,
-    Termination,
+    blocking, validate_container_id, validate_spec, ContainerInfo, Containerizer,
+    ContainerizerError, LaunchSpec, Launched, Termination,
 };
 
 /// How long `destroy` waits for a SIGKILLed task to go away.
@@ -47,6 +49,8 @@ struct Container {
     /// The `sh`; also the id of the task's session and process group.
     pid: u32,
     exit: watch::Receiver<Option<Termination>>,
+    /// We sent the group SIGKILL (tells how a recovered task ended).
+    sigkilled: AtomicBool,
 }
 
 impl Container {
@@ -64,6 +68,9 @@ impl Container {
         let Ok(raw) = i32::try_from(self.pid) else {
             return Ok(());
         };
+        if signal == Signal::SIGKILL && !self.has_exited() {
+            self.sigkilled.store(true, Ordering::SeqCst);
+        }
         match killpg(Pid::from_raw(raw), signal) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(errno) => Err(ContainerizerError::Signal {
@@ -79,7 +86,9 @@ fn lock(
 ) -> MutexGuard<'_, HashMap<String, Arc<Container>>> {
     // Every operation on the map is a single insert/remove: still
     // consistent after a panic elsewhere.
-    containers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    containers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl PosixContainerizer {
@@ -130,6 +139,7 @@ impl Containerizer for PosixContainerizer {
                 task_id: spec.task_id.clone(),
                 pid,
                 exit: exit_rx,
+                sigkilled: AtomicBool::new(false),
             });
             {
                 let mut map = lock(&containers);
@@ -149,7 +159,11 @@ impl Containerizer for PosixContainerizer {
         .boxed()
     }
 
-    fn kill(&self, container_id: &str, grace: Duration) -> BoxFuture<'static, Result<(), ContainerizerError>> {
+    fn kill(
+        &self,
+        container_id: &str,
+        grace: Duration,
+    ) -> BoxFuture<'static, Result<(), ContainerizerError>> {
         let found = self.get(container_id);
         async move {
             let container = found?;
@@ -173,17 +187,84 @@ impl Containerizer for PosixContainerizer {
             let container = found?;
             // Also takes down background processes the shell left behind.
             container.signal_group(Signal::SIGKILL)?;
-            if tokio::time::timeout(DESTROY_TIMEOUT, container.wait_exit()).await.is_err() {
+            if tokio::time::timeout(DESTROY_TIMEOUT, container.wait_exit())
+                .await
+                .is_err()
+            {
                 return Err(ContainerizerError::KillTimeout {
                     container_id: container.id.clone(),
                     waited: DESTROY_TIMEOUT,
                 });
             }
             let mut map = lock(&containers);
-            if map.get(&container.id).is_some_and(|c| Arc::ptr_eq(c, &container)) {
+            if map
+                .get(&container.id)
+                .is_some_and(|c| Arc::ptr_eq(c, &container))
+            {
                 map.remove(&container.id);
             }
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn recover(
+        &self,
+        info: ContainerInfo,
+    ) -> BoxFuture<'static, Result<Launched, ContainerizerError>> {
+        let containers = self.containers.clone();
+        async move {
+            validate_container_id(&info.container_id)?;
+            let raw_pid = i32::try_from(info.pid)
+                .ok()
+                .filter(|pid| *pid > 0)
+                .ok_or_else(|| ContainerizerError::InvalidSpec {
+                    task_id: info.task_id.clone(),
+                    reason: format!("invalid pid {}", info.pid),
+                })?;
+            // Open the pidfd first, then check the process still leads the
+            // task's session: the pidfd then names the task's shell, not a
+            // process that reused its pid.
+            let pidfd = pidfd::open(Pid::from_raw(raw_pid)).filter(|_| leads_own_session(info.pid));
+            let (exit_tx, exit_rx) = watch::channel(None);
+            let container = Arc::new(Container {
+                id: info.container_id.clone(),
+                task_id: info.task_id.clone(),
+                pid: info.pid,
+                exit: exit_rx,
+                sigkilled: AtomicBool::new(false),
+            });
+            {
+                let mut map = lock(&containers);
+                if map.contains_key(&info.container_id) {
+                    return Err(ContainerizerError::ContainerExists(info.container_id));
+                }
+                map.insert(info.container_id.clone(), container.clone());
+            }
+            tracing::info!(container_id = %info.container_id, pid = info.pid, alive = pidfd.is_some(), "recovered posix task");
+            let (done_tx, done_rx) = oneshot::channel();
+            tokio::spawn(async move {
+                if let Some(pidfd) = pidfd {
+                    pidfd::wait_exit(pidfd, true).await;
+                }
+                // Not our child: its exit status went to its new parent.
+                let termination = if container.sigkilled.load(Ordering::SeqCst) {
+                    Termination::signaled(libc::SIGKILL, container.pid)
+                } else {
+                    Termination {
+                        exit_code: None,
+                        signal: None,
+                        oom_killed: false,
+                        message: "Command terminated, but its status is unknown after an agent restart".into(),
+                    }
+                };
+                exit_tx.send_replace(Some(termination.clone()));
+                let _ = done_tx.send(termination);
+            });
+            Ok(Launched {
+                pid: info.pid,
+                exit: done_rx,
+            })
         }
         .boxed()
     }
@@ -199,6 +280,23 @@ impl Containerizer for PosixContainerizer {
             })
             .collect()
     }
+}
+
+/// Whether `pid` is a live process that leads its own session and process
+/// group, as the shell of a posix task does.
+fn leads_own_session(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the ")" closing the command name: state ppid pgrp session.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let own = pid.to_string();
+    fields.first() != Some(&"Z")
+        && fields.get(2) == Some(&own.as_str())
+        && fields.get(3) == Some(&own.as_str())
 }
 
 /// Forks the task. Blocks; needs the tokio runtime's context (the blocking
@@ -233,7 +331,8 @@ fn spawn(spec: &LaunchSpec, address_space_limit: bool) -> Result<Child, Containe
         command.pre_exec(move || {
             setsid().map_err(io::Error::from)?;
             if address_space_limit && memory_bytes > 0 {
-                setrlimit(Resource::RLIMIT_AS, memory_bytes, memory_bytes).map_err(io::Error::from)?;
+                setrlimit(Resource::RLIMIT_AS, memory_bytes, memory_bytes)
+                    .map_err(io::Error::from)?;
             }
             Ok(())
         });
@@ -313,7 +412,8 @@ mod tests {
                     return false;
                 };
                 let fields: Vec<&str> = rest.split_whitespace().collect();
-                fields.first() != Some(&"Z") && fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
+                fields.first() != Some(&"Z")
+                    && fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
             })
             .collect()
     }
@@ -327,14 +427,21 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let posix = PosixContainerizer::new();
         let launched = posix
-            .launch(spec(dir.path(), "c1", "echo hi; echo \"$GREETING\"; echo oops >&2; pwd; exit 3"))
+            .launch(spec(
+                dir.path(),
+                "c1",
+                "echo hi; echo \"$GREETING\"; echo oops >&2; pwd; exit 3",
+            ))
             .await?;
         let termination = launched.exit.await?;
         assert_eq!(termination.exit_code, Some(3));
         assert_eq!(termination.message, "Command exited with status 3");
         let stdout = read(dir.path().join("stdout"));
         assert!(stdout.starts_with("hi\nhello from env\n"), "{stdout:?}");
-        assert!(stdout.contains(&dir.path().display().to_string()), "cwd: {stdout:?}");
+        assert!(
+            stdout.contains(&dir.path().display().to_string()),
+            "cwd: {stdout:?}"
+        );
         assert_eq!(read(dir.path().join("stderr")), "oops\n");
         assert_eq!(posix.containers().len(), 1);
         posix.destroy("c1").await?;
@@ -347,7 +454,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let posix = PosixContainerizer::new();
         let launched = posix
-            .launch(spec(dir.path(), "c2", "trap '' TERM; echo ready; sleep 100"))
+            .launch(spec(
+                dir.path(),
+                "c2",
+                "trap '' TERM; echo ready; sleep 100",
+            ))
             .await?;
         wait_for_file(&dir.path().join("stdout"), "ready").await;
         let started = Instant::now();
@@ -355,7 +466,9 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(300));
         let termination = launched.exit.await?;
         assert_eq!(termination.signal, Some(libc::SIGKILL), "{termination:?}");
-        assert!(termination.message.starts_with("Command terminated with signal Killed"));
+        assert!(termination
+            .message
+            .starts_with("Command terminated with signal Killed"));
         posix.destroy("c2").await?;
         Ok(())
     }
@@ -365,7 +478,11 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let posix = PosixContainerizer::new();
         let launched = posix
-            .launch(spec(dir.path(), "c3", "sleep 100 & sleep 100 & echo ready; wait"))
+            .launch(spec(
+                dir.path(),
+                "c3",
+                "sleep 100 & sleep 100 & echo ready; wait",
+            ))
             .await?;
         wait_for_file(&dir.path().join("stdout"), "ready").await;
         let members = group_members(launched.pid);
@@ -398,6 +515,52 @@ mod tests {
         ));
         posix.destroy("c4").await?;
         assert_eq!(launched.exit.await?.signal, Some(libc::SIGKILL));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn recovered_tasks_can_be_killed_and_report_their_end() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let before_restart = PosixContainerizer::new();
+        let launched = before_restart
+            .launch(spec(dir.path(), "c5", "sleep 100"))
+            .await?;
+        let info = before_restart.containers().pop().ok_or("not listed")?;
+        assert_eq!(info.pid, launched.pid);
+
+        let after_restart = PosixContainerizer::new();
+        let recovered = after_restart.recover(info.clone()).await?;
+        assert_eq!(recovered.pid, launched.pid);
+        assert_eq!(after_restart.containers(), vec![info]);
+        after_restart.kill("c5", Duration::ZERO).await?;
+        let termination = recovered.exit.await?;
+        assert_eq!(termination.signal, Some(libc::SIGKILL), "{termination:?}");
+        assert_eq!(launched.exit.await?.signal, Some(libc::SIGKILL));
+        after_restart.destroy("c5").await?;
+        before_restart.destroy("c5").await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_task_gone_during_the_restart_ends_at_recovery() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let before_restart = PosixContainerizer::new();
+        let launched = before_restart
+            .launch(spec(dir.path(), "c6", "true"))
+            .await?;
+        let info = before_restart.containers().pop().ok_or("not listed")?;
+        launched.exit.await?;
+        before_restart.destroy("c6").await?;
+
+        let after_restart = PosixContainerizer::new();
+        let termination = after_restart.recover(info).await?.exit.await?;
+        assert_eq!((termination.exit_code, termination.signal), (None, None));
+        assert!(
+            termination.message.contains("unknown"),
+            "{}",
+            termination.message
+        );
+        after_restart.destroy("c6").await?;
         Ok(())
     }
 

@@ -70,7 +70,10 @@ impl ModelError {
     /// The HTTP status Marathon answers with for this error.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Parse(_) => 400,
+            // Marathon: broken JSON is 400, well-formed JSON with a value
+            // of the wrong type is 422 "Invalid JSON".
+            Self::Parse(e) if e.kind == ParseErrorKind::Syntax => 400,
+            Self::Parse(_) => 422,
             Self::Invalid(_) | Self::PathId(_) => 422,
             Self::ServicePortsExhausted { .. } => 503,
         }
