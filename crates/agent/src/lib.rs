@@ -84,7 +84,10 @@ impl Agent {
     }
 
     pub(crate) fn agent_id(&self) -> Option<String> {
-        self.agent_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.agent_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn info(&self) -> pb::AgentInfo {
@@ -108,7 +111,9 @@ impl BoundAgent {
     /// Detect resources, pick the containerizer, bind the HTTP port.
     pub async fn bind(config: AgentConfig) -> Result<BoundAgent, AgentError> {
         if config.masters.is_empty() {
-            return Err(AgentError::Config("--masters must name at least one master".into()));
+            return Err(AgentError::Config(
+                "--masters must name at least one master".into(),
+            ));
         }
         std::fs::create_dir_all(&config.work_dir).map_err(|source| AgentError::WorkDir {
             path: config.work_dir.clone(),
@@ -123,11 +128,15 @@ impl BoundAgent {
                 .collect(),
             None => Vec::new(),
         };
-        let containerizer = containerizer::detect_with(config.isolation.as_deref(), config.cgroups_enable_cfs)?;
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| AgentError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+        let containerizer =
+            containerizer::detect_with(config.isolation.as_deref(), config.cgroups_enable_cfs)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| AgentError::Bind {
+                    addr: config.listen.to_string(),
+                    source,
+                })?;
         let local = listener.local_addr().map_err(|source| AgentError::Bind {
             addr: config.listen.to_string(),
             source,
@@ -165,15 +174,23 @@ impl BoundAgent {
     }
 
     /// Run until `shutdown` resolves; then kill the tasks this agent started.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), AgentError> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
         let agent = self.agent;
         let link_task = tokio::spawn(link::run(agent.clone()));
         let retry_task = tokio::spawn(tasks::retry_loop(agent.clone()));
         let addr = agent.address.clone();
-        let result = axum::serve(self.listener, http::router(agent.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| AgentError::Serve { addr, source });
+        let result = axum::serve(
+            axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            http::router(agent.clone()),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| AgentError::Serve { addr, source });
         link_task.abort();
         retry_task.abort();
         tasks::kill_all(&agent).await;

@@ -88,7 +88,9 @@ impl Master {
         if reply.is_empty() {
             Ok(())
         } else {
-            Err(MasterError::Registry(String::from_utf8_lossy(&reply).into_owned()))
+            Err(MasterError::Registry(
+                String::from_utf8_lossy(&reply).into_owned(),
+            ))
         }
     }
 }
@@ -102,29 +104,34 @@ pub struct BoundMaster {
 impl BoundMaster {
     /// Bind the port and start the Raft node.
     pub async fn bind(config: MasterConfig) -> Result<BoundMaster, MasterError> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| MasterError::Bind {
-                addr: config.listen.to_string(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| MasterError::Bind {
+                    addr: config.listen.to_string(),
+                    source,
+                })?;
         let local = listener.local_addr().map_err(|source| MasterError::Bind {
             addr: config.listen.to_string(),
             source,
         })?;
-        let address = config.advertise.clone().unwrap_or_else(|| advertised(local));
+        let address = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| advertised(local));
         let masters = if config.masters.is_empty() {
             vec![address.clone()]
         } else {
             config.masters.clone()
         };
-        let position = masters
-            .iter()
-            .position(|m| m == &address)
-            .ok_or_else(|| MasterError::NotAMember {
-                address: address.clone(),
-                masters: masters.clone(),
-            })?;
+        let position =
+            masters
+                .iter()
+                .position(|m| m == &address)
+                .ok_or_else(|| MasterError::NotAMember {
+                    address: address.clone(),
+                    masters: masters.clone(),
+                })?;
         let raft_config = RaftConfig {
             id: position as u64 + 1,
             peers: masters
@@ -155,16 +162,24 @@ impl BoundMaster {
     }
 
     /// Serve until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), MasterError> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), MasterError> {
         let master = self.master;
         tracing::info!(address = %master.address, "master listening");
         let background = tokio::spawn(background_loop(master.clone()));
         let router = grpc::routes(master.clone()).merge(http::router(master.clone()));
         let addr = master.address.clone();
-        let result = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| MasterError::Serve { addr, source });
+        let result = axum::serve(
+            axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            router,
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| MasterError::Serve { addr, source });
         background.abort();
         master.raft.clone().shutdown().await;
         result

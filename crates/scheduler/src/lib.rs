@@ -95,22 +95,32 @@ impl BoundScheduler {
     /// Bind the `/v2` port and start subscribing to the masters.
     pub async fn bind(config: SchedulerConfig) -> Result<BoundScheduler, SchedulerError> {
         if config.masters.is_empty() {
-            return Err(SchedulerError::Config("--masters must name at least one master".into()));
+            return Err(SchedulerError::Config(
+                "--masters must name at least one master".into(),
+            ));
         }
-        let listener = TcpListener::bind(config.listen).await.map_err(|source| SchedulerError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
-        let local = listener.local_addr().map_err(|source| SchedulerError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| SchedulerError::Bind {
+                    addr: config.listen.to_string(),
+                    source,
+                })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| SchedulerError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
         let address = if local.ip().is_unspecified() {
             format!("127.0.0.1:{}", local.port())
         } else {
             local.to_string()
         };
-        let hostname = address.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default();
+        let hostname = address
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default();
         let info = pb::FrameworkInfo {
             user: "root".into(),
             name: config.framework_name.clone(),
@@ -136,7 +146,11 @@ impl BoundScheduler {
             sdk_events,
             actions: actions_rx,
         };
-        Ok(BoundScheduler { listener, shared, driver })
+        Ok(BoundScheduler {
+            listener,
+            shared,
+            driver,
+        })
     }
 
     /// `host:port` of the `/v2` API.
@@ -145,15 +159,23 @@ impl BoundScheduler {
     }
 
     /// Serve until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), SchedulerError> {
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SchedulerError> {
         let shared = self.shared;
         tracing::info!(address = %shared.address, framework = %shared.config.framework_name, "scheduler listening");
         let driver = tokio::spawn(self.driver.run(shared.clone()));
         let addr = shared.address.clone();
-        let result = axum::serve(self.listener, api::service(shared.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| SchedulerError::Serve { addr, source });
+        let result = axum::serve(
+            axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            api::service(shared.clone()),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| SchedulerError::Serve { addr, source });
         driver.abort();
         result
     }
