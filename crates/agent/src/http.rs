@@ -96,12 +96,22 @@ fn error(status: StatusCode, message: String) -> Response {
 fn confine(agent: &Agent, path: &str) -> Result<PathBuf, Response> {
     let p = Path::new(path);
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(error(StatusCode::BAD_REQUEST, "path must not contain '..'".into()));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "path must not contain '..'".into(),
+        ));
     }
     let root = &agent.config.work_dir;
-    let full = if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        root.join(p)
+    };
     if !full.starts_with(root) {
-        return Err(error(StatusCode::FORBIDDEN, format!("{path} is outside the agent's work dir")));
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!("{path} is outside the agent's work dir"),
+        ));
     }
     Ok(full)
 }
@@ -111,14 +121,19 @@ fn confine(agent: &Agent, path: &str) -> Result<PathBuf, Response> {
 async fn read(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> Response {
     let full = match confine(&agent, &q.path) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let bytes = match tokio::fs::read(&full).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return error(StatusCode::NOT_FOUND, format!("{} does not exist", q.path))
         }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {}: {e}", q.path)),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot read {}: {e}", q.path),
+            )
+        }
     };
     let size = bytes.len() as u64;
     let offset = match q.offset {
@@ -135,13 +150,16 @@ async fn read(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> R
 async fn download(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> Response {
     let full = match confine(&agent, &q.path) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match tokio::fs::read(&full).await {
         Ok(b) => b.into_response(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             error(StatusCode::NOT_FOUND, format!("{} does not exist", q.path))
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {}: {e}", q.path)),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read {}: {e}", q.path),
+        ),
     }
 }

@@ -29,7 +29,11 @@ impl Link {
     pub(crate) fn send(&self, message: pb::agent_message::Message) -> bool {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
-            Some(tx) => tx.send(pb::AgentMessage { message: Some(message) }).is_ok(),
+            Some(tx) => tx
+                .send(pb::AgentMessage {
+                    message: Some(message),
+                })
+                .is_ok(),
             None => false,
         }
     }
@@ -175,7 +179,9 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
                     loop {
                         tokio::time::sleep(HEARTBEAT).await;
                         let beat = pb::AgentMessage {
-                            message: Some(pb::agent_message::Message::Heartbeat(pb::agent_message::Heartbeat {})),
+                            message: Some(pb::agent_message::Message::Heartbeat(
+                                pb::agent_message::Heartbeat {},
+                            )),
                         };
                         if hb_tx.send(beat).is_err() {
                             return;
@@ -201,7 +207,9 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
             }
             Some(M::Ping(_)) => {
                 let _ = tx.send(pb::AgentMessage {
-                    message: Some(pb::agent_message::Message::Heartbeat(pb::agent_message::Heartbeat {})),
+                    message: Some(pb::agent_message::Message::Heartbeat(
+                        pb::agent_message::Heartbeat {},
+                    )),
                 });
             }
             None => {}

@@ -20,14 +20,22 @@ pub fn detect(work_dir: &Path, overrides: Option<&str>) -> Result<Resources, Age
     let named = |name: &str| given.iter().any(|r| r.name == name);
     let mut total = given.clone();
     if !named("cpus") {
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         total.add(Resource::scalar("cpus", cpus as f64))?;
     }
     if !named("mem") {
-        total.add(Resource::scalar("mem", usable(mem_total_mb().unwrap_or(1024.0), 1024.0)))?;
+        total.add(Resource::scalar(
+            "mem",
+            usable(mem_total_mb().unwrap_or(1024.0), 1024.0),
+        ))?;
     }
     if !named("disk") {
-        total.add(Resource::scalar("disk", usable(disk_total_mb(work_dir).unwrap_or(1024.0), 5120.0)))?;
+        total.add(Resource::scalar(
+            "disk",
+            usable(disk_total_mb(work_dir).unwrap_or(1024.0), 5120.0),
+        ))?;
     }
     if !named("ports") {
         total.add(Resource::ranges("ports", &[DEFAULT_PORTS]))?;
@@ -64,7 +72,11 @@ pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .filter(|h| (h.as_str(), 0u16).to_socket_addrs().is_ok_and(|mut a| a.next().is_some()))
+        .filter(|h| {
+            (h.as_str(), 0u16)
+                .to_socket_addrs()
+                .is_ok_and(|mut a| a.next().is_some())
+        })
         .unwrap_or_else(|| "127.0.0.1".to_string())
 }
 
@@ -79,7 +91,11 @@ mod tests {
         assert!(r.scalar("cpus") >= 1.0);
         assert!(r.scalar("mem") > 0.0);
         assert_eq!(r.ranges("ports"), vec![DEFAULT_PORTS]);
-        let o = detect(dir.path(), Some("cpus:2;mem:2048;disk:1000;ports:[31000-31100]")).expect("valid");
+        let o = detect(
+            dir.path(),
+            Some("cpus:2;mem:2048;disk:1000;ports:[31000-31100]"),
+        )
+        .expect("valid");
         assert_eq!(o.scalar("cpus"), 2.0);
         assert_eq!(o.scalar("mem"), 2048.0);
         assert_eq!(o.ranges("ports"), vec![(31000, 31100)]);

@@ -82,7 +82,9 @@ fn now_secs() -> f64 {
 fn update(agent: &Agent, task_id: &str, state: TaskState, reason: Reason, message: String) {
     let agent_id = agent.agent_id().unwrap_or_default();
     let mut table = agent.tasks();
-    let Some(task) = table.tasks.get_mut(task_id) else { return };
+    let Some(task) = table.tasks.get_mut(task_id) else {
+        return;
+    };
     let status = pb::TaskStatus {
         task_id: Some(pb::TaskId {
             value: task_id.to_string(),
@@ -111,7 +113,9 @@ fn update(agent: &Agent, task_id: &str, state: TaskState, reason: Reason, messag
 /// task whose terminal update is acknowledged is forgotten.
 pub(crate) fn acknowledge(agent: &Agent, task_id: &str, uuid: &[u8]) {
     let mut table = agent.tasks();
-    let Some(task) = table.tasks.get_mut(task_id) else { return };
+    let Some(task) = table.tasks.get_mut(task_id) else {
+        return;
+    };
     if task.pending.front().is_none_or(|head| head.uuid != uuid) {
         return; // a duplicate or stale acknowledgement
     }
@@ -138,7 +142,11 @@ pub(crate) fn resend_pending(agent: &Agent) {
         .tasks()
         .tasks
         .values()
-        .filter_map(|t| t.pending.front().map(|h| (t.framework_id.clone(), h.clone())))
+        .filter_map(|t| {
+            t.pending
+                .front()
+                .map(|h| (t.framework_id.clone(), h.clone()))
+        })
         .collect();
     for (fid, status) in heads {
         if !agent.link.send(status_update(&fid, status)) {
@@ -171,7 +179,12 @@ fn command_line(command: &pb::CommandInfo) -> String {
 
 /// The task's environment: a few of the agent's own basics, the command's
 /// variables (Marathon's PORTs, HOST…), then what Mesos sets.
-fn environment(agent: &Agent, framework_id: &str, task: &pb::TaskInfo, sandbox: &std::path::Path) -> Vec<(String, String)> {
+fn environment(
+    agent: &Agent,
+    framework_id: &str,
+    task: &pb::TaskInfo,
+    sandbox: &std::path::Path,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     for key in ["PATH", "LANG", "LC_ALL", "TZ"] {
         if let Ok(v) = std::env::var(key) {
@@ -179,7 +192,10 @@ fn environment(agent: &Agent, framework_id: &str, task: &pb::TaskInfo, sandbox: 
         }
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+        env.push((
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ));
     }
     let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
         env.retain(|(key, _)| key != k);
@@ -191,13 +207,21 @@ fn environment(agent: &Agent, framework_id: &str, task: &pb::TaskInfo, sandbox: 
         }
     }
     let sandbox = sandbox.display().to_string();
-    let task_id = task.task_id.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+    let task_id = task
+        .task_id
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_default();
     set(&mut env, "MESOS_SANDBOX", sandbox.clone());
     set(&mut env, "MESOS_DIRECTORY", sandbox.clone());
     set(&mut env, "HOME", sandbox);
     set(&mut env, "MESOS_TASK_ID", task_id);
     set(&mut env, "MESOS_FRAMEWORK_ID", framework_id.to_string());
-    set(&mut env, "MESOS_AGENT_ID", agent.agent_id().unwrap_or_default());
+    set(
+        &mut env,
+        "MESOS_AGENT_ID",
+        agent.agent_id().unwrap_or_default(),
+    );
     set(&mut env, "MESOS_AGENT_ENDPOINT", agent.address.clone());
     if !env.iter().any(|(k, _)| k == "HOST") {
         set(&mut env, "HOST", agent.hostname.clone());
@@ -249,9 +273,24 @@ pub(crate) fn launch(agent: Arc<Agent>, framework: Option<pb::FrameworkInfo>, ta
         );
     }
     tokio::spawn(async move {
-        if let Err(message) = start(&agent, &framework_id, &task, &task_id, &container_id, &sandbox).await {
+        if let Err(message) = start(
+            &agent,
+            &framework_id,
+            &task,
+            &task_id,
+            &container_id,
+            &sandbox,
+        )
+        .await
+        {
             tracing::warn!(task = %task_id, error = %message, "task launch failed");
-            update(&agent, &task_id, TaskState::TaskFailed, Reason::ContainerLaunchFailed, message);
+            update(
+                &agent,
+                &task_id,
+                TaskState::TaskFailed,
+                Reason::ContainerLaunchFailed,
+                message,
+            );
         }
     });
 }
@@ -279,7 +318,13 @@ async fn start(
         .await
         .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
     let resources = Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
-    update(agent, task_id, TaskState::TaskStarting, Reason::None, String::new());
+    update(
+        agent,
+        task_id,
+        TaskState::TaskStarting,
+        Reason::None,
+        String::new(),
+    );
     let spec = LaunchSpec {
         container_id: container_id.to_string(),
         task_id: task_id.to_string(),
@@ -290,7 +335,11 @@ async fn start(
         mem_mb: resources.scalar("mem"),
         hostname: None,
     };
-    let launched = agent.containerizer.launch(spec).await.map_err(|e| e.to_string())?;
+    let launched = agent
+        .containerizer
+        .launch(spec)
+        .await
+        .map_err(|e| e.to_string())?;
     let killing = {
         let mut table = agent.tasks();
         match table.tasks.get_mut(task_id) {
@@ -302,7 +351,13 @@ async fn start(
         }
     };
     tracing::info!(task = %task_id, pid = launched.pid, sandbox = %sandbox.display(), "task running");
-    update(agent, task_id, TaskState::TaskRunning, Reason::None, String::new());
+    update(
+        agent,
+        task_id,
+        TaskState::TaskRunning,
+        Reason::None,
+        String::new(),
+    );
     if killing {
         // A kill arrived while the container was starting.
         let grace = kill_grace(task, None);
@@ -353,7 +408,13 @@ pub(crate) fn kill(agent: Arc<Agent>, task_id: &str, policy: Option<pb::KillPoli
         table.tasks.get_mut(task_id).map(|t| {
             let first = !t.killing;
             t.killing = true;
-            (t.container_id.clone(), kill_grace(&t.info, policy), t.pid != 0, task_state_of(t.state as i32).is_terminal(), first)
+            (
+                t.container_id.clone(),
+                kill_grace(&t.info, policy),
+                t.pid != 0,
+                task_state_of(t.state as i32).is_terminal(),
+                first,
+            )
         })
     };
     match found {
@@ -426,7 +487,10 @@ pub(crate) async fn kill_all(agent: &Arc<Agent>) {
     if containers.is_empty() {
         return;
     }
-    tracing::info!(tasks = containers.len(), "stopping: killing this agent's tasks");
+    tracing::info!(
+        tasks = containers.len(),
+        "stopping: killing this agent's tasks"
+    );
     let kills = containers
         .iter()
         .map(|(cid, grace)| agent.containerizer.kill(cid, *grace));
@@ -440,7 +504,13 @@ pub(crate) async fn kill_all(agent: &Arc<Agent>) {
 fn sanitize(id: &str) -> String {
     let s: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() || s == "." || s == ".." {
         "_".to_string()

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use linux::{LinuxConfig, LinuxContainerizer, DEFAULT_CGROUPS_ROOT};
+pub use linux::{LinuxConfig, LinuxContainerizer, DEFAULT_CGROUPS_ROOT, DEFAULT_RUNTIME_DIR};
 pub use posix::PosixContainerizer;
 
 /// Name of the hidden subcommand of the `meseta` binary that runs
