@@ -93,13 +93,10 @@ fn error(status: StatusCode, message: String) -> Response {
 
 /// Resolve `path` to a file inside the work dir; `..` and paths elsewhere
 /// are refused.
-fn confine(agent: &Agent, path: &str) -> Result<PathBuf, Response> {
+fn confine(agent: &Agent, path: &str) -> Result<PathBuf, (StatusCode, String)> {
     let p = Path::new(path);
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "path must not contain '..'".into(),
-        ));
+        return Err((StatusCode::BAD_REQUEST, "path must not contain '..'".into()));
     }
     let root = &agent.config.work_dir;
     let full = if p.is_absolute() {
@@ -108,7 +105,7 @@ fn confine(agent: &Agent, path: &str) -> Result<PathBuf, Response> {
         root.join(p)
     };
     if !full.starts_with(root) {
-        return Err(error(
+        return Err((
             StatusCode::FORBIDDEN,
             format!("{path} is outside the agent's work dir"),
         ));
@@ -121,7 +118,7 @@ fn confine(agent: &Agent, path: &str) -> Result<PathBuf, Response> {
 async fn read(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> Response {
     let full = match confine(&agent, &q.path) {
         Ok(p) => p,
-        Err(r) => return *r,
+        Err((status, text)) => return error(status, text),
     };
     let bytes = match tokio::fs::read(&full).await {
         Ok(b) => b,
@@ -150,7 +147,7 @@ async fn read(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> R
 async fn download(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> Response {
     let full = match confine(&agent, &q.path) {
         Ok(p) => p,
-        Err(r) => return *r,
+        Err((status, text)) => return error(status, text),
     };
     match tokio::fs::read(&full).await {
         Ok(b) => b.into_response(),

@@ -182,15 +182,10 @@ impl BoundAgent {
         let link_task = tokio::spawn(link::run(agent.clone()));
         let retry_task = tokio::spawn(tasks::retry_loop(agent.clone()));
         let addr = agent.address.clone();
-        let result = axum::serve(
-            axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            http::router(agent.clone()),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| AgentError::Serve { addr, source });
+        let result =
+            meseta_proto::serve::serve(self.listener, http::router(agent.clone()), shutdown)
+                .await
+                .map_err(|source| AgentError::Serve { addr, source });
         link_task.abort();
         retry_task.abort();
         tasks::kill_all(&agent).await;

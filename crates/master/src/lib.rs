@@ -6,6 +6,7 @@
 pub mod error;
 mod grpc;
 mod http;
+mod kv;
 pub mod registry;
 pub mod state;
 
@@ -19,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use error::MasterError;
-use registry::{Registry, RegistryCommand};
+use registry::{MasterCommand, Registry, RegistryCommand};
 use state::MasterState;
 
 /// How a master is started (`meseta master` flags).
@@ -31,7 +32,14 @@ pub struct MasterConfig {
     /// the bound address. Must appear in `masters` when that is given.
     pub advertise: Option<String>,
     /// Every master's `host:port` (`--masters A,B,C`); empty = just this one.
+    /// The founding members of the Raft cluster have ids 1..=n in this order.
     pub masters: Vec<String>,
+    /// This master's Raft node id; default: its position in `masters` (1-based).
+    pub node_id: Option<u64>,
+    /// Join an existing cluster instead of founding one: the node starts
+    /// empty and waits for the leader to add it (`POST /master/membership`).
+    /// Needs `node_id`, an id the cluster never used.
+    pub join: bool,
     pub data_dir: PathBuf,
     /// An agent silent this long is treated as disconnected.
     pub agent_ping_timeout: Duration,
@@ -46,6 +54,8 @@ impl MasterConfig {
             listen,
             advertise: None,
             masters: Vec::new(),
+            node_id: None,
+            join: false,
             data_dir,
             agent_ping_timeout: Duration::from_secs(30),
             agent_reregister_timeout: Duration::from_secs(120),
@@ -77,13 +87,18 @@ impl Master {
         if self.raft.is_leader() {
             Ok(())
         } else {
-            Err(error::not_leader_status(self.leader_address().as_deref()))
+            Err(self.not_leader_status())
         }
+    }
+
+    /// UNAVAILABLE naming the current leader, for callers of a follower.
+    pub(crate) fn not_leader_status(&self) -> tonic::Status {
+        error::not_leader_status(self.leader_address().as_deref())
     }
 
     /// Replicate a registry change; resolves once committed and applied.
     pub(crate) async fn propose(&self, cmd: RegistryCommand) -> Result<(), MasterError> {
-        let bytes = serde_json::to_vec(&cmd).expect("registry commands serialize: plain data");
+        let bytes = MasterCommand::Registry(cmd).encode();
         let reply = self.raft.propose(bytes).await?;
         if reply.is_empty() {
             Ok(())
@@ -169,18 +184,14 @@ impl BoundMaster {
         let master = self.master;
         tracing::info!(address = %master.address, "master listening");
         let background = tokio::spawn(background_loop(master.clone()));
+        let leases = tokio::spawn(kv::lease_loop(master.clone()));
         let router = grpc::routes(master.clone()).merge(http::router(master.clone()));
         let addr = master.address.clone();
-        let result = axum::serve(
-            axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            router,
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| MasterError::Serve { addr, source });
+        let result = meseta_proto::serve::serve(self.listener, router, shutdown)
+            .await
+            .map_err(|source| MasterError::Serve { addr, source });
         background.abort();
+        leases.abort();
         master.raft.clone().shutdown().await;
         result
     }

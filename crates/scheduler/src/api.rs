@@ -14,8 +14,9 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::{Engine, MarathonTask};
 use crate::model::{
-    assign_service_ports, marathon_timestamp, now_millis, parse_app_definition, parse_app_update, parse_app_updates,
-    render_app, AppChange, AppDefinition, ModelError, PathId, ServicePortAllocator,
+    assign_service_ports, marathon_timestamp, now_millis, parse_app_definition, parse_app_update,
+    parse_app_updates, render_app, AppChange, AppDefinition, ModelError, PathId,
+    ServicePortAllocator,
 };
 use crate::{events, Shared};
 
@@ -24,26 +25,40 @@ pub const MARATHON_VERSION: &str = "1.10.19";
 
 /// The router, behind a layer that folds `//` in paths (clients send
 /// `/v2/apps//app`).
-/// The `/v2` service as `axum::serve` takes it.
-pub(crate) type ApiService = axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(Request) -> Request>>;
-
-pub(crate) fn service(shared: Arc<Shared>) -> ApiService {
+pub(crate) fn service(shared: Arc<Shared>) -> Router {
     let router = Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader).delete(abdicate))
-        .route("/v2/apps", get(list_apps).post(create_app).put(update_apps).patch(patch_apps))
+        .route(
+            "/v2/apps",
+            get(list_apps)
+                .post(create_app)
+                .put(update_apps)
+                .patch(patch_apps),
+        )
         .route("/v2/apps/{*rest}", axum::routing::any(app_route))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
         .route("/v2/deployments", get(list_deployments))
-        .route("/v2/deployments/{id}", axum::routing::delete(delete_deployment))
+        .route(
+            "/v2/deployments/{id}",
+            axum::routing::delete(delete_deployment),
+        )
         .route("/v2/queue", get(queue))
         .route("/v2/groups", get(groups))
         .route("/v2/events", get(events::stream))
-        .route("/v2/eventSubscriptions", get(|| async { Json(json!({"callbackUrls": []})) }))
+        .route(
+            "/v2/eventSubscriptions",
+            get(|| async { Json(json!({"callbackUrls": []})) }),
+        )
         .with_state(shared);
-    axum::ServiceExt::into_make_service(tower::ServiceExt::map_request(router, fold_slashes as fn(Request) -> Request))
+    // An outer router with no routes hands every request, slashes folded,
+    // to the real one: folding must happen before routing.
+    Router::new().fallback_service(tower::ServiceExt::map_request(
+        router,
+        fold_slashes as fn(Request) -> Request,
+    ))
 }
 
 fn fold_slashes(mut req: Request) -> Request {
@@ -108,7 +123,11 @@ fn app_json(engine: &Engine, app: &AppDefinition, with_tasks: bool, with_failure
     m.insert("tasksRunning".into(), json!(running));
     m.insert("tasksHealthy".into(), json!(healthy));
     m.insert("tasksUnhealthy".into(), json!(unhealthy));
-    let deployments: Vec<Value> = engine.deployments_of(&id).iter().map(|d| json!({"id": d.id})).collect();
+    let deployments: Vec<Value> = engine
+        .deployments_of(&id)
+        .iter()
+        .map(|d| json!({"id": d.id}))
+        .collect();
     m.insert("deployments".into(), json!(deployments));
     if with_tasks {
         let tasks: Vec<Value> = engine.app_tasks(&id).iter().map(|t| t.to_json()).collect();
@@ -122,7 +141,11 @@ fn app_json(engine: &Engine, app: &AppDefinition, with_tasks: bool, with_failure
     Value::Object(m)
 }
 
-fn deployment_response(status: StatusCode, deployment_id: &str, version: chrono::DateTime<chrono::Utc>) -> Response {
+fn deployment_response(
+    status: StatusCode,
+    deployment_id: &str,
+    version: chrono::DateTime<chrono::Utc>,
+) -> Response {
     (
         status,
         Json(json!({"deploymentId": deployment_id, "version": marathon_timestamp(version)})),
@@ -168,7 +191,12 @@ fn used_service_ports(engine: &Engine, except: Option<&str>) -> Vec<u32> {
 /// An error answer, boxed: a `Response` is large.
 type Rejection = Box<Response>;
 
-fn store(engine: &mut Engine, mut app: AppDefinition, existing: Option<&AppDefinition>, force: bool) -> Result<(String, chrono::DateTime<chrono::Utc>, AppChange), Rejection> {
+fn store(
+    engine: &mut Engine,
+    mut app: AppDefinition,
+    existing: Option<&AppDefinition>,
+    force: bool,
+) -> Result<(String, chrono::DateTime<chrono::Utc>, AppChange), Rejection> {
     let id = app.id.to_string();
     if let Some(resp) = locked(engine, &id, force) {
         return Err(Box::new(resp));
@@ -218,7 +246,10 @@ fn api_post_event(engine: &Engine, app: &AppDefinition, uri: &str) {
 async fn info(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let framework_id = shared.engine().framework_id.clone();
     let address = shared.address.clone();
-    let (host, port) = address.rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap_or_default();
+    let (host, port) = address
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap_or_default();
     Json(json!({
         "name": "marathon",
         "version": MARATHON_VERSION,
@@ -270,24 +301,45 @@ async fn abdicate() -> Response {
     message(StatusCode::OK, "Leadership abdicated")
 }
 
-async fn list_apps(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<(String, String)>>) -> Json<Value> {
+async fn list_apps(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Json<Value> {
     let embed = embeds(&params);
     let with_tasks = embed.contains("apps.tasks");
     let with_failure = embed.contains("apps.lastTaskFailure");
-    let id_filter = params.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone());
-    let cmd_filter = params.iter().find(|(k, _)| k == "cmd").map(|(_, v)| v.clone());
+    let id_filter = params
+        .iter()
+        .find(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone());
+    let cmd_filter = params
+        .iter()
+        .find(|(k, _)| k == "cmd")
+        .map(|(_, v)| v.clone());
     let engine = shared.engine();
     let apps: Vec<Value> = engine
         .apps
         .values()
-        .filter(|a| id_filter.as_ref().is_none_or(|f| a.id.to_string().contains(f.as_str())))
-        .filter(|a| cmd_filter.as_ref().is_none_or(|f| a.cmd.as_deref().unwrap_or("").contains(f.as_str())))
+        .filter(|a| {
+            id_filter
+                .as_ref()
+                .is_none_or(|f| a.id.to_string().contains(f.as_str()))
+        })
+        .filter(|a| {
+            cmd_filter
+                .as_ref()
+                .is_none_or(|f| a.cmd.as_deref().unwrap_or("").contains(f.as_str()))
+        })
         .map(|a| app_json(&engine, a, with_tasks, with_failure))
         .collect();
     Json(json!({"apps": apps}))
 }
 
-async fn create_app(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<(String, String)>>, body: Bytes) -> Response {
+async fn create_app(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
     let force = flag(&params, "force").unwrap_or(false);
     let app = match parse_app_definition(&body) {
         Ok(a) => a,
@@ -296,14 +348,20 @@ async fn create_app(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<
     let id = app.id.to_string();
     let mut engine = shared.engine();
     if engine.apps.contains_key(&id) {
-        return message(StatusCode::CONFLICT, format!("An app with id [{id}] already exists."));
+        return message(
+            StatusCode::CONFLICT,
+            format!("An app with id [{id}] already exists."),
+        );
     }
     let (deployment, _, _) = match store(&mut engine, app, None, force) {
         Ok(v) => v,
         Err(r) => return *r,
     };
     let Some(stored) = engine.apps.get(&id).cloned() else {
-        return message(StatusCode::INTERNAL_SERVER_ERROR, "app vanished while being stored");
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "app vanished while being stored",
+        );
     };
     tracing::info!(app = %id, instances = stored.instances, deployment = %deployment, "app created");
     api_post_event(&engine, &stored, "/v2/apps");
@@ -320,7 +378,13 @@ async fn create_app(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<
 }
 
 /// Apply one update body to the app `id` (or create it), Marathon's PUT.
-fn put_one(engine: &mut Engine, id: &PathId, body: &crate::model::AppUpdate, partial: bool, force: bool) -> Result<(StatusCode, String, chrono::DateTime<chrono::Utc>), Rejection> {
+fn put_one(
+    engine: &mut Engine,
+    id: &PathId,
+    body: &crate::model::AppUpdate,
+    partial: bool,
+    force: bool,
+) -> Result<(StatusCode, String, chrono::DateTime<chrono::Utc>), Rejection> {
     let key = id.to_string();
     let existing = engine.apps.get(&key).cloned();
     let next = match &existing {
@@ -334,19 +398,40 @@ fn put_one(engine: &mut Engine, id: &PathId, body: &crate::model::AppUpdate, par
     if let Some(stored) = engine.apps.get(&key) {
         api_post_event(engine, stored, &format!("/v2/apps{key}"));
     }
-    Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, deployment, version))
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        deployment,
+        version,
+    ))
 }
 
-async fn update_apps(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<(String, String)>>, body: Bytes) -> Response {
+async fn update_apps(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
     let partial = flag(&params, "partialUpdate").unwrap_or(true);
     multi_update(shared, &params, &body, partial)
 }
 
-async fn patch_apps(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<(String, String)>>, body: Bytes) -> Response {
+async fn patch_apps(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
     multi_update(shared, &params, &body, true)
 }
 
-fn multi_update(shared: Arc<Shared>, params: &[(String, String)], body: &[u8], partial: bool) -> Response {
+fn multi_update(
+    shared: Arc<Shared>,
+    params: &[(String, String)],
+    body: &[u8],
+    partial: bool,
+) -> Response {
     let force = flag(params, "force").unwrap_or(false);
     let updates = match parse_app_updates(body) {
         Ok(u) => u,
@@ -401,7 +486,12 @@ async fn app_route(
 ) -> Response {
     let body = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
         Ok(b) => b,
-        Err(e) => return message(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+        Err(e) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        }
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     // `/v2/apps/a/b/tasks/x`: the app id is what stands before a keyword.
@@ -424,7 +514,9 @@ async fn app_route(
         (Method::DELETE, []) => delete_app(&shared, &id, &params),
         (Method::GET, ["tasks"]) => app_tasks(&shared, &id),
         (Method::DELETE, ["tasks"]) => kill_app_tasks(&shared, &id, &params, None),
-        (Method::DELETE, ["tasks", task_id]) => kill_app_tasks(&shared, &id, &params, Some(task_id)),
+        (Method::DELETE, ["tasks", task_id]) => {
+            kill_app_tasks(&shared, &id, &params, Some(task_id))
+        }
         (Method::POST, ["restart"]) => restart_app(&shared, &id, &params),
         (Method::GET, ["versions"]) => {
             let engine = shared.engine();
@@ -439,11 +531,17 @@ async fn app_route(
                 Some(app) if app.version.map(marathon_timestamp).as_deref() == Some(*v) => {
                     Json(Value::Object(render_app(app))).into_response()
                 }
-                Some(_) => message(StatusCode::NOT_FOUND, format!("App '{id}' does not exist in version {v}")),
+                Some(_) => message(
+                    StatusCode::NOT_FOUND,
+                    format!("App '{id}' does not exist in version {v}"),
+                ),
                 None => not_found(&id),
             }
         }
-        _ => message(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not supported on /v2/apps/{rest}")),
+        _ => message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not supported on /v2/apps/{rest}"),
+        ),
     }
 }
 
@@ -461,7 +559,13 @@ fn get_app(shared: &Shared, id: &PathId, params: &[(String, String)]) -> Respons
     }
 }
 
-fn put_app(shared: &Shared, id: &PathId, params: &[(String, String)], body: &[u8], partial: bool) -> Response {
+fn put_app(
+    shared: &Shared,
+    id: &PathId,
+    params: &[(String, String)],
+    body: &[u8],
+    partial: bool,
+) -> Response {
     let force = flag(params, "force").unwrap_or(false);
     let update = match parse_app_update(body) {
         Ok(u) => u,
@@ -505,16 +609,28 @@ fn app_tasks(shared: &Shared, id: &PathId) -> Response {
     if !engine.apps.contains_key(&id.to_string()) {
         return not_found(id);
     }
-    let tasks: Vec<Value> = engine.app_tasks(&id.to_string()).iter().map(|t| t.to_json()).collect();
+    let tasks: Vec<Value> = engine
+        .app_tasks(&id.to_string())
+        .iter()
+        .map(|t| t.to_json())
+        .collect();
     Json(json!({"tasks": tasks})).into_response()
 }
 
 /// `DELETE /v2/apps/{id}/tasks[/{taskId}]?scale=&host=`: kill tasks; with
 /// `scale=true` the app's instances go down by as many.
-fn kill_app_tasks(shared: &Shared, id: &PathId, params: &[(String, String)], task_id: Option<&str>) -> Response {
+fn kill_app_tasks(
+    shared: &Shared,
+    id: &PathId,
+    params: &[(String, String)],
+    task_id: Option<&str>,
+) -> Response {
     let scale = flag(params, "scale").unwrap_or(false);
     let force = flag(params, "force").unwrap_or(false);
-    let host = params.iter().find(|(k, _)| k == "host").map(|(_, v)| v.clone());
+    let host = params
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone());
     let key = id.to_string();
     let mut engine = shared.engine();
     if !engine.apps.contains_key(&key) {
@@ -529,7 +645,10 @@ fn kill_app_tasks(shared: &Shared, id: &PathId, params: &[(String, String)], tas
         .collect();
     if let Some(tid) = task_id {
         if victims.is_empty() {
-            return message(StatusCode::NOT_FOUND, format!("Task '{tid}' does not exist"));
+            return message(
+                StatusCode::NOT_FOUND,
+                format!("Task '{tid}' does not exist"),
+            );
         }
     }
     let mut actions = Vec::new();
@@ -537,7 +656,9 @@ fn kill_app_tasks(shared: &Shared, id: &PathId, params: &[(String, String)], tas
         actions.extend(engine.kill_task(&t.id));
     }
     let response = if scale {
-        let Some(mut app) = engine.apps.get(&key).cloned() else { return not_found(id) };
+        let Some(mut app) = engine.apps.get(&key).cloned() else {
+            return not_found(id);
+        };
         let existing = app.clone();
         app.instances = app.instances.saturating_sub(victims.len() as u32);
         match store(&mut engine, app, Some(&existing), force) {
@@ -547,7 +668,8 @@ fn kill_app_tasks(shared: &Shared, id: &PathId, params: &[(String, String)], tas
     } else {
         match task_id {
             Some(_) => Json(json!({"task": victims.first().map(|t| t.to_json())})).into_response(),
-            None => Json(json!({"tasks": victims.iter().map(|t| t.to_json()).collect::<Vec<_>>()})).into_response(),
+            None => Json(json!({"tasks": victims.iter().map(|t| t.to_json()).collect::<Vec<_>>()}))
+                .into_response(),
         }
     };
     actions.extend(engine.converge());
@@ -560,7 +682,9 @@ fn restart_app(shared: &Shared, id: &PathId, params: &[(String, String)]) -> Res
     let force = flag(params, "force").unwrap_or(false);
     let key = id.to_string();
     let mut engine = shared.engine();
-    let Some(mut app) = engine.apps.get(&key).cloned() else { return not_found(id) };
+    let Some(mut app) = engine.apps.get(&key).cloned() else {
+        return not_found(id);
+    };
     if let Some(r) = locked(&engine, &key, force) {
         return r;
     }
@@ -575,15 +699,25 @@ fn restart_app(shared: &Shared, id: &PathId, params: &[(String, String)]) -> Res
     deployment_response(StatusCode::OK, &d.id, version)
 }
 
-async fn list_tasks(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<(String, String)>>) -> Json<Value> {
-    let status = params.iter().find(|(k, _)| k == "status").map(|(_, v)| v.to_ascii_lowercase());
+async fn list_tasks(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Json<Value> {
+    let status = params
+        .iter()
+        .find(|(k, _)| k == "status")
+        .map(|(_, v)| v.to_ascii_lowercase());
     let engine = shared.engine();
     let mut tasks: Vec<&MarathonTask> = engine
         .tasks
         .values()
         .filter(|t| match status.as_deref() {
             Some("running") => t.state == meseta_proto::v1::TaskState::TaskRunning,
-            Some("staging") => matches!(t.state, meseta_proto::v1::TaskState::TaskStaging | meseta_proto::v1::TaskState::TaskStarting),
+            Some("staging") => matches!(
+                t.state,
+                meseta_proto::v1::TaskState::TaskStaging
+                    | meseta_proto::v1::TaskState::TaskStarting
+            ),
             _ => true,
         })
         .collect();
@@ -591,7 +725,11 @@ async fn list_tasks(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<
     Json(json!({"tasks": tasks.iter().map(|t| t.to_json()).collect::<Vec<_>>()}))
 }
 
-async fn delete_tasks(State(shared): State<Arc<Shared>>, Query(params): Query<Vec<(String, String)>>, body: Bytes) -> Response {
+async fn delete_tasks(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+    body: Bytes,
+) -> Response {
     let scale = flag(&params, "scale").unwrap_or(false);
     let ids: Vec<String> = match serde_json::from_slice::<Value>(&body) {
         Ok(v) => match v.get("ids").and_then(Value::as_array) {
@@ -624,7 +762,9 @@ async fn delete_tasks(State(shared): State<Arc<Shared>>, Query(params): Query<Ve
     let mut last = None;
     if scale {
         for (app_id, n) in per_app {
-            let Some(mut app) = engine.apps.get(&app_id).cloned() else { continue };
+            let Some(mut app) = engine.apps.get(&app_id).cloned() else {
+                continue;
+            };
             let existing = app.clone();
             app.instances = app.instances.saturating_sub(n);
             if let Ok((d, v, _)) = store(&mut engine, app, Some(&existing), true) {
@@ -643,7 +783,9 @@ async fn delete_tasks(State(shared): State<Arc<Shared>>, Query(params): Query<Ve
 
 async fn list_deployments(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let engine = shared.engine();
-    Json(Value::Array(engine.deployments.iter().map(|d| d.to_json()).collect()))
+    Json(Value::Array(
+        engine.deployments.iter().map(|d| d.to_json()).collect(),
+    ))
 }
 
 async fn delete_deployment(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -651,7 +793,10 @@ async fn delete_deployment(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     let before = engine.deployments.len();
     engine.deployments.retain(|d| d.id != id);
     if engine.deployments.len() == before {
-        return message(StatusCode::NOT_FOUND, format!("DeploymentPlan {id} does not exist"));
+        return message(
+            StatusCode::NOT_FOUND,
+            format!("DeploymentPlan {id} does not exist"),
+        );
     }
     // meseta does not roll back: the deployment stops being tracked and the
     // app keeps converging to its current definition.
@@ -681,7 +826,11 @@ async fn queue(State(shared): State<Arc<Shared>>) -> Json<Value> {
 
 async fn groups(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let engine = shared.engine();
-    let apps: Vec<Value> = engine.apps.values().map(|a| Value::Object(render_app(a))).collect();
+    let apps: Vec<Value> = engine
+        .apps
+        .values()
+        .map(|a| Value::Object(render_app(a)))
+        .collect();
     let version = engine
         .apps
         .values()

@@ -167,15 +167,10 @@ impl BoundScheduler {
         tracing::info!(address = %shared.address, framework = %shared.config.framework_name, "scheduler listening");
         let driver = tokio::spawn(self.driver.run(shared.clone()));
         let addr = shared.address.clone();
-        let result = axum::serve(
-            axum::serve::ListenerExt::tap_io(self.listener, |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            api::service(shared.clone()),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| SchedulerError::Serve { addr, source });
+        let result =
+            meseta_proto::serve::serve(self.listener, api::service(shared.clone()), shutdown)
+                .await
+                .map_err(|source| SchedulerError::Serve { addr, source });
         driver.abort();
         result
     }
