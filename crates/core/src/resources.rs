@@ -193,7 +193,9 @@ impl Resource {
             text: text.to_string(),
             reason: reason.to_string(),
         };
-        let (head, value) = text.split_once(':').ok_or_else(|| bad("expected name:value"))?;
+        let (head, value) = text
+            .split_once(':')
+            .ok_or_else(|| bad("expected name:value"))?;
         let head = head.trim();
         let value = value.trim();
         let (name, role) = match head.split_once('(') {
@@ -214,8 +216,14 @@ impl Resource {
             let mut ranges = Vec::new();
             for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (b, e) = part.split_once('-').unwrap_or((part, part));
-                let b: u64 = b.trim().parse().map_err(|_| bad("range bound is not a number"))?;
-                let e: u64 = e.trim().parse().map_err(|_| bad("range bound is not a number"))?;
+                let b: u64 = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("range bound is not a number"))?;
+                let e: u64 = e
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("range bound is not a number"))?;
                 if b > e {
                     return Err(bad("range begins after it ends"));
                 }
@@ -255,7 +263,9 @@ impl Resource {
         match &self.value {
             ResourceValue::Scalar(v) => {
                 r.r#type = pb::value::Type::Scalar as i32;
-                r.scalar = Some(pb::value::Scalar { value: from_fixed(*v) });
+                r.scalar = Some(pb::value::Scalar {
+                    value: from_fixed(*v),
+                });
             }
             ResourceValue::Ranges(ranges) => {
                 r.r#type = pb::value::Type::Ranges as i32;
@@ -318,7 +328,11 @@ impl Resource {
                 })
             }
         };
-        let role = if r.role.is_empty() { DEFAULT_ROLE } else { &r.role };
+        let role = if r.role.is_empty() {
+            DEFAULT_ROLE
+        } else {
+            &r.role
+        };
         Ok(Resource {
             name: r.name.clone(),
             role: role.to_string(),
@@ -432,6 +446,91 @@ impl Resources {
                 .find(|x| x.name == o.name && x.role == o.role)
             {
                 x.value.subtract(&o.value);
+            }
+        }
+        out.items.retain(|x| !x.value.is_empty());
+        out
+    }
+
+    /// Add every resource of `other` to `self` in place (no copy of
+    /// `self`). On a type mismatch `self` keeps what was added before it.
+    pub fn add_all(&mut self, other: &Resources) -> Result<(), CoreError> {
+        for r in &other.items {
+            if r.value.is_empty() {
+                continue;
+            }
+            match self
+                .items
+                .iter_mut()
+                .find(|x| x.name == r.name && x.role == r.role)
+            {
+                Some(existing) => {
+                    let found = existing.value.kind();
+                    if !existing.value.add(&r.value) {
+                        return Err(CoreError::TypeMismatch {
+                            name: r.name.clone(),
+                            found,
+                            expected: r.value.kind(),
+                        });
+                    }
+                }
+                None => self.items.push(r.clone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// `self -= other` in place, dropping what `self` does not have (the
+    /// in-place twin of [`Resources::saturating_minus`]).
+    pub fn subtract_saturating(&mut self, other: &Resources) {
+        for o in &other.items {
+            if let Some(x) = self
+                .items
+                .iter_mut()
+                .find(|x| x.name == o.name && x.role == o.role)
+            {
+                x.value.subtract(&o.value);
+            }
+        }
+        self.items.retain(|x| !x.value.is_empty());
+    }
+
+    /// Every scalar as `(name, role, thousandths)`.
+    pub fn scalars_milli(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.items.iter().filter_map(|x| match x.value {
+            ResourceValue::Scalar(v) => Some((x.name.as_str(), x.role.as_str(), v)),
+            _ => None,
+        })
+    }
+
+    /// Total scalar `name` across roles, in thousandths (0 when absent).
+    pub fn scalar_milli(&self, name: &str) -> i64 {
+        self.scalars_milli()
+            .filter(|(n, _, _)| *n == name)
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    /// Whether any resource is reserved for a role (not `*`).
+    pub fn has_reserved(&self) -> bool {
+        self.items.iter().any(|x| x.role != DEFAULT_ROLE)
+    }
+
+    /// Only the unreserved (`*`) resources.
+    pub fn unreserved(&self) -> Resources {
+        self.filter_roles(&[DEFAULT_ROLE])
+    }
+
+    /// The same resources with every unreserved scalar `name` cut down to at
+    /// most `max_milli` thousandths in total (reservations are kept whole).
+    /// Used by the allocator to keep quota headroom.
+    pub fn cap_unreserved_scalar(&self, name: &str, max_milli: i64) -> Resources {
+        let mut out = self.clone();
+        for x in out.items.iter_mut() {
+            if x.name == name && x.role == DEFAULT_ROLE {
+                if let ResourceValue::Scalar(v) = &mut x.value {
+                    *v = (*v).min(max_milli.max(0));
+                }
             }
         }
         out.items.retain(|x| !x.value.is_empty());
@@ -593,7 +692,10 @@ impl Resources {
                 }
                 ResourceValue::Ranges(_) => {
                     let merged = ResourceValue::Ranges(self.ranges(&r.name));
-                    map.insert(r.name.clone(), serde_json::json!(merged.to_string().replace(' ', "")));
+                    map.insert(
+                        r.name.clone(),
+                        serde_json::json!(merged.to_string().replace(' ', "")),
+                    );
                 }
                 ResourceValue::Set(_) => {
                     map.insert(r.name.clone(), serde_json::json!(r.value.to_string()));
@@ -623,15 +725,27 @@ mod tests {
         assert_eq!(r.scalar("mem"), 2048.0);
         assert_eq!(r.ranges("ports"), vec![(31000, 31100)]);
         let reserved =
-            Resources::parse("cpus(slave_public):2;mem(slave_public):1024;cpus:2;mem:4096").expect("valid");
+            Resources::parse("cpus(slave_public):2;mem(slave_public):1024;cpus:2;mem:4096")
+                .expect("valid");
         assert_eq!(reserved.scalar("cpus"), 4.0);
-        assert_eq!(reserved.filter_roles(&["slave_public"]).scalar("mem"), 1024.0);
+        assert_eq!(
+            reserved.filter_roles(&["slave_public"]).scalar("mem"),
+            1024.0
+        );
         assert_eq!(reserved.allocatable_to("other").scalar("cpus"), 2.0);
     }
 
     #[test]
     fn rejects_bad_text() {
-        for bad in ["cpus", "cpus:x", "ports:[5-1]", "cpus(:1", "cpus:-1", ":3", "ports:[1-2"] {
+        for bad in [
+            "cpus",
+            "cpus:x",
+            "ports:[5-1]",
+            "cpus(:1",
+            "cpus:-1",
+            ":3",
+            "ports:[1-2",
+        ] {
             assert!(Resources::parse(bad).is_err(), "{bad} should be rejected");
         }
         assert!(Resources::parse("cpus:1;cpus:[1-2]").is_err());
@@ -656,7 +770,10 @@ mod tests {
         assert_eq!(left.ranges("ports"), vec![(31002, 31005)]);
         assert!(r.take_range_values("ports", 7).is_none());
         let mid = Resources::parse("ports:[31003-31003]").expect("valid");
-        assert_eq!(r.minus(&mid).expect("contained").ranges("ports"), vec![(31000, 31002), (31004, 31005)]);
+        assert_eq!(
+            r.minus(&mid).expect("contained").ranges("ports"),
+            vec![(31000, 31002), (31004, 31005)]
+        );
     }
 
     #[test]
@@ -675,7 +792,11 @@ mod tests {
     }
 
     fn arb_resources() -> impl Strategy<Value = Resources> {
-        let scalar = (prop::sample::select(vec!["cpus", "mem"]), prop::sample::select(vec!["*", "r1"]), 0u32..5000)
+        let scalar = (
+            prop::sample::select(vec!["cpus", "mem"]),
+            prop::sample::select(vec!["*", "r1"]),
+            0u32..5000,
+        )
             .prop_map(|(n, role, v)| Resource::scalar(n, v as f64 / 100.0).with_role(role));
         let ports = (prop::sample::select(vec!["*", "r1"]), 0u64..200, 0u64..20)
             .prop_map(|(role, b, len)| Resource::ranges("ports", &[(b, b + len)]).with_role(role));
@@ -710,6 +831,45 @@ mod tests {
                     prop_assert!(a.contains(&left));
                 }
                 Err(_) => prop_assert!(!a.contains(&b)),
+            }
+        }
+
+        #[test]
+        fn in_place_ops_match_copying_ops(a in arb_resources(), b in arb_resources()) {
+            let mut sum = a.clone();
+            sum.add_all(&b).expect("consistent");
+            prop_assert_eq!(&sum, &a.plus(&b).expect("consistent"));
+            let mut diff = a.clone();
+            diff.subtract_saturating(&b);
+            prop_assert_eq!(diff, a.saturating_minus(&b));
+        }
+
+        #[test]
+        fn allocatable_to_partitions_by_role(a in arb_resources(), role in prop::sample::select(vec!["r1", "r2"])) {
+            let mine = a.allocatable_to(role);
+            prop_assert!(a.contains(&mine));
+            prop_assert!(mine.iter().all(|r| r.role == role || r.role == "*"));
+            // What is left belongs to other roles only.
+            let rest = a.saturating_minus(&mine);
+            prop_assert!(rest.iter().all(|r| r.role != role && r.role != "*"));
+            prop_assert_eq!(rest.plus(&mine).expect("consistent").scalar("cpus"), a.scalar("cpus"));
+        }
+
+        #[test]
+        fn cap_never_exceeds_the_cap_nor_touches_reservations(a in arb_resources(), cap in 0i64..60_000) {
+            let c = a.cap_unreserved_scalar("cpus", cap);
+            prop_assert!(a.contains(&c));
+            prop_assert!(c.unreserved().scalar_milli("cpus") <= cap);
+            prop_assert_eq!(c.filter_roles(&["r1"]), a.filter_roles(&["r1"]));
+            prop_assert_eq!(c.scalar_milli("mem"), a.scalar_milli("mem"));
+        }
+
+        #[test]
+        fn contains_is_reflexive_and_transitive(a in arb_resources(), b in arb_resources(), c in arb_resources()) {
+            prop_assert!(a.contains(&a));
+            prop_assert!(a.contains(&Resources::new()));
+            if a.contains(&b) && b.contains(&c) {
+                prop_assert!(a.contains(&c));
             }
         }
 
