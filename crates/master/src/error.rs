@@ -19,8 +19,15 @@ pub enum MasterError {
     NotLeader { leader: Option<String> },
     #[error("registry command rejected: {0}")]
     Registry(String),
-    #[error("own address {address} is not in --masters {masters:?}")]
-    NotAMember { address: String, masters: Vec<String> },
+    #[error(
+        "own address {address} is not in --masters {masters:?} (a joining master needs --node-id)"
+    )]
+    NotAMember {
+        address: String,
+        masters: Vec<String>,
+    },
+    #[error("invalid raft node id {0}: ids start at 1")]
+    InvalidNodeId(u64),
 }
 
 impl MasterError {
@@ -45,7 +52,9 @@ pub fn not_leader_status(leader: Option<&str>) -> tonic::Status {
     ));
     if let Some(l) = leader {
         if let Ok(v) = l.parse() {
-            status.metadata_mut().insert(meseta_proto::LEADER_METADATA, v);
+            status
+                .metadata_mut()
+                .insert(meseta_proto::LEADER_METADATA, v);
         }
     }
     status

@@ -3,6 +3,7 @@
 //! back to frameworks. Serves gRPC (agents, frameworks, Raft peers) and the
 //! operator HTTP endpoints on one port (5050 by default).
 
+pub mod allocator;
 pub mod error;
 mod grpc;
 mod http;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use meseta_raftstore::{RaftConfig, RaftHandle};
+use meseta_raftstore::{Faults, RaftConfig, RaftHandle, StartOptions};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -46,6 +47,11 @@ pub struct MasterConfig {
     /// A disconnected agent that does not come back within this has its
     /// tasks reported TASK_UNREACHABLE.
     pub agent_reregister_timeout: Duration,
+    /// Deliberate loss of Raft messages (tests cut masters off in-process
+    /// by sharing one `Faults` between them); empty in production.
+    pub raft_faults: Faults,
+    /// Role weights and offer timeout (`--weights`, `--offer-timeout`).
+    pub allocator: allocator::AllocatorConfig,
 }
 
 impl MasterConfig {
@@ -59,6 +65,8 @@ impl MasterConfig {
             data_dir,
             agent_ping_timeout: Duration::from_secs(30),
             agent_reregister_timeout: Duration::from_secs(120),
+            raft_faults: Faults::new(),
+            allocator: allocator::AllocatorConfig::default(),
         }
     }
 }
@@ -139,32 +147,50 @@ impl BoundMaster {
         } else {
             config.masters.clone()
         };
-        let position =
-            masters
-                .iter()
-                .position(|m| m == &address)
-                .ok_or_else(|| MasterError::NotAMember {
+        let position = masters.iter().position(|m| m == &address);
+        let id = match (config.node_id, position) {
+            (Some(0), _) => return Err(MasterError::InvalidNodeId(0)),
+            (Some(id), _) => id,
+            (None, Some(p)) if !config.join => p as u64 + 1,
+            _ => {
+                return Err(MasterError::NotAMember {
                     address: address.clone(),
                     masters: masters.clone(),
-                })?;
+                })
+            }
+        };
+        // Founding members: ids 1..=n in `--masters` order (a joining
+        // master is given the same list, for the addresses of the founding
+        // ids; its own id is not among them, so it does not bootstrap and
+        // waits to be added; the leader's snapshot brings the current book).
+        let peers: Vec<(u64, String)> = masters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (i as u64 + 1, m.clone()))
+            .filter(|(pid, _)| !config.join || *pid != id)
+            .collect();
+
+        if config.join {
+            tracing::info!(node = id, %address, "joining an existing master cluster; waiting to be added by its leader");
+        }
         let raft_config = RaftConfig {
-            id: position as u64 + 1,
-            peers: masters
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (i as u64 + 1, m.clone()))
-                .collect(),
+            id,
+            peers,
             data_dir: config.data_dir.join("raft"),
             tick: Duration::from_millis(100),
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_interval: 1000,
         };
-        let raft = RaftHandle::start(raft_config, Registry::default()).await?;
+        let options = StartOptions {
+            store: None,
+            faults: config.raft_faults.clone(),
+        };
+        let raft = RaftHandle::start_with(raft_config, Registry::default(), options).await?;
         let master = Arc::new(Master {
             address,
             raft,
-            state: Mutex::new(MasterState::default()),
+            state: Mutex::new(MasterState::with_config(config.allocator.clone())),
             allocate: Notify::new(),
             config,
         });
@@ -211,6 +237,9 @@ pub fn advertised(addr: SocketAddr) -> String {
 async fn background_loop(master: Arc<Master>) {
     let mut leadership = master.raft.leadership();
     let mut was_leader = master.raft.is_leader();
+    if was_leader {
+        http::restore_allocator(&master);
+    }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -236,9 +265,10 @@ async fn background_loop(master: Arc<Master>) {
         if leader != was_leader {
             if leader {
                 tracing::info!(address = %master.address, "elected leading master");
+                http::restore_allocator(&master);
             } else {
                 tracing::warn!(address = %master.address, leader = ?master.leader_address(), "no longer the leading master; dropping agents and frameworks");
-                *master.state() = MasterState::default();
+                *master.state() = MasterState::with_config(master.config.allocator.clone());
             }
             was_leader = leader;
         }

@@ -239,6 +239,33 @@ fn api_post_event(engine: &Engine, app: &AppDefinition, uri: &str) {
     }));
 }
 
+/// Run a handler that changes the scheduler's state, and write the change
+/// to the masters' KV store before answering. Requests that change state
+/// run one at a time. When the write fails the change is undone, nothing is
+/// sent to the master, and the client gets 503 (Marathon's answer when its
+/// ZooKeeper is unavailable). Events already published on `/v2/events` by
+/// the undone change are not taken back.
+async fn persisted(shared: &Shared, handler: impl FnOnce() -> Response) -> Response {
+    let mut gate = shared.store.lock().await;
+    let undo = crate::store::Undo::take(&shared.engine());
+    shared.hold_actions();
+    let response = handler();
+    let actions = shared.release_actions();
+    if response.status().is_success() {
+        let desired = crate::store::desired(&shared.engine(), shared.store.prefix());
+        if let Err(e) = gate.sync(desired).await {
+            undo.restore(&mut shared.engine());
+            tracing::warn!(error = %e, "state change not stored in the masters' KV; undone");
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the change could not be stored (masters unavailable?); nothing was changed: {e}"),
+            );
+        }
+    }
+    shared.act(actions);
+    response
+}
+
 // ---------------------------------------------------------------------------
 // Handlers
 // ---------------------------------------------------------------------------
@@ -346,6 +373,11 @@ async fn create_app(
         Err(e) => return model_error(e),
     };
     let id = app.id.to_string();
+    persisted(&shared, || create_stored(&shared, app, &id, force)).await
+}
+
+fn create_stored(shared: &Shared, app: AppDefinition, id: &str, force: bool) -> Response {
+    let id = id.to_string();
     let mut engine = shared.engine();
     if engine.apps.contains_key(&id) {
         return message(
@@ -415,7 +447,10 @@ async fn update_apps(
     body: Bytes,
 ) -> Response {
     let partial = flag(&params, "partialUpdate").unwrap_or(true);
-    multi_update(shared, &params, &body, partial)
+    persisted(&shared.clone(), || {
+        multi_update(shared, &params, &body, partial)
+    })
+    .await
 }
 
 async fn patch_apps(
@@ -423,7 +458,10 @@ async fn patch_apps(
     Query(params): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Response {
-    multi_update(shared, &params, &body, true)
+    persisted(&shared.clone(), || {
+        multi_update(shared, &params, &body, true)
+    })
+    .await
 }
 
 fn multi_update(
@@ -508,16 +546,25 @@ async fn app_route(
         (Method::GET, []) => get_app(&shared, &id, &params),
         (Method::PUT, []) => {
             let partial = flag(&params, "partialUpdate").unwrap_or(true);
-            put_app(&shared, &id, &params, &body, partial)
+            persisted(&shared, || put_app(&shared, &id, &params, &body, partial)).await
         }
-        (Method::PATCH, []) => put_app(&shared, &id, &params, &body, true),
-        (Method::DELETE, []) => delete_app(&shared, &id, &params),
+        (Method::PATCH, []) => {
+            persisted(&shared, || put_app(&shared, &id, &params, &body, true)).await
+        }
+        (Method::DELETE, []) => persisted(&shared, || delete_app(&shared, &id, &params)).await,
         (Method::GET, ["tasks"]) => app_tasks(&shared, &id),
-        (Method::DELETE, ["tasks"]) => kill_app_tasks(&shared, &id, &params, None),
-        (Method::DELETE, ["tasks", task_id]) => {
-            kill_app_tasks(&shared, &id, &params, Some(task_id))
+        (Method::DELETE, ["tasks"]) => {
+            persisted(&shared, || kill_app_tasks(&shared, &id, &params, None)).await
         }
-        (Method::POST, ["restart"]) => restart_app(&shared, &id, &params),
+        (Method::DELETE, ["tasks", task_id]) => {
+            persisted(&shared, || {
+                kill_app_tasks(&shared, &id, &params, Some(task_id))
+            })
+            .await
+        }
+        (Method::POST, ["restart"]) => {
+            persisted(&shared, || restart_app(&shared, &id, &params)).await
+        }
         (Method::GET, ["versions"]) => {
             let engine = shared.engine();
             match engine.apps.get(&id.to_string()) {
@@ -750,10 +797,14 @@ async fn delete_tasks(
                 .into_response()
         }
     };
+    persisted(&shared, || kill_listed_tasks(&shared, &ids, scale)).await
+}
+
+fn kill_listed_tasks(shared: &Shared, ids: &[String], scale: bool) -> Response {
     let mut engine = shared.engine();
     let mut actions = Vec::new();
     let mut per_app: std::collections::BTreeMap<String, u32> = Default::default();
-    for id in &ids {
+    for id in ids {
         if let Some(t) = engine.tasks.get(id) {
             *per_app.entry(t.app_id.clone()).or_default() += 1;
         }
@@ -789,6 +840,10 @@ async fn list_deployments(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 async fn delete_deployment(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    persisted(&shared, || forget_deployment(&shared, &id)).await
+}
+
+fn forget_deployment(shared: &Shared, id: &str) -> Response {
     let mut engine = shared.engine();
     let before = engine.deployments.len();
     engine.deployments.retain(|d| d.id != id);
@@ -801,7 +856,7 @@ async fn delete_deployment(State(shared): State<Arc<Shared>>, Path(id): Path<Str
     // meseta does not roll back: the deployment stops being tracked and the
     // app keeps converging to its current definition.
     let now = now_millis();
-    deployment_response(StatusCode::ACCEPTED, &id, now)
+    deployment_response(StatusCode::ACCEPTED, id, now)
 }
 
 async fn queue(State(shared): State<Arc<Shared>>) -> Json<Value> {

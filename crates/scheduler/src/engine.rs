@@ -226,7 +226,8 @@ impl Engine {
 
     /// Tasks of an app, oldest first.
     pub fn app_tasks(&self, app_id: &str) -> Vec<&MarathonTask> {
-        let mut v: Vec<&MarathonTask> = self.tasks.values().filter(|t| t.app_id == app_id).collect();
+        let mut v: Vec<&MarathonTask> =
+            self.tasks.values().filter(|t| t.app_id == app_id).collect();
         v.sort_by(|a, b| a.staged_at.cmp(&b.staged_at).then(a.id.cmp(&b.id)));
         v
     }
@@ -238,7 +239,11 @@ impl Engine {
         let mut needs = Needs::default();
         let tasks = self.app_tasks(app_id);
         let Some(app) = self.apps.get(app_id) else {
-            needs.kill = tasks.iter().filter(|t| t.active()).map(|t| t.id.clone()).collect();
+            needs.kill = tasks
+                .iter()
+                .filter(|t| t.active())
+                .map(|t| t.id.clone())
+                .collect();
             return needs;
         };
         let config = config_version(app);
@@ -258,7 +263,12 @@ impl Engine {
             if app.kill_selection == KillSelection::YoungestFirst {
                 current.reverse();
             }
-            needs.kill.extend(current.iter().take(current.len() - instances).map(|t| t.id.clone()));
+            needs.kill.extend(
+                current
+                    .iter()
+                    .take(current.len() - instances)
+                    .map(|t| t.id.clone()),
+            );
         } else {
             needs.launch = instances - current.len();
         }
@@ -269,7 +279,9 @@ impl Engine {
             .min(instances);
         let keep_old = instances.saturating_sub(current_running);
         if old.len() > keep_old {
-            needs.kill.extend(old.iter().take(old.len() - keep_old).map(|t| t.id.clone()));
+            needs
+                .kill
+                .extend(old.iter().take(old.len() - keep_old).map(|t| t.id.clone()));
         }
         needs
     }
@@ -318,7 +330,9 @@ impl Engine {
 
     /// Send a kill for a task (once; retried by [`Engine::tick`]).
     pub fn kill_task(&mut self, task_id: &str) -> Vec<Action> {
-        let Some(task) = self.tasks.get_mut(task_id) else { return Vec::new() };
+        let Some(task) = self.tasks.get_mut(task_id) else {
+            return Vec::new();
+        };
         if task.kill_sent.is_some() {
             return Vec::new();
         }
@@ -346,7 +360,11 @@ impl Engine {
         let mut actions = Vec::new();
         let now = Instant::now();
         for offer in offers {
-            let offer_id = offer.id.as_ref().map(|o| o.value.clone()).unwrap_or_default();
+            let offer_id = offer
+                .id
+                .as_ref()
+                .map(|o| o.value.clone())
+                .unwrap_or_default();
             let mut available = Resources::from_proto(&offer.resources).unwrap_or_default();
             let mut launched = Vec::new();
             let app_ids: Vec<String> = self.apps.keys().cloned().collect();
@@ -356,7 +374,9 @@ impl Engine {
                 }
                 let mut want = self.needs(&app_id).launch;
                 while want > 0 {
-                    let Some(app) = self.apps.get(&app_id) else { break };
+                    let Some(app) = self.apps.get(&app_id) else {
+                        break;
+                    };
                     let placed: Placements = self
                         .app_tasks(&app_id)
                         .iter()
@@ -366,7 +386,9 @@ impl Engine {
                     if !constraints_allow(app, &offer, &placed) {
                         break;
                     }
-                    let Some(f) = fit(app, &available, &self.role) else { break };
+                    let Some(f) = fit(app, &available, &self.role) else {
+                        break;
+                    };
                     let task_id = format!("{}.{}", app.id.safe_task_prefix(), uuid::Uuid::new_v4());
                     let info = task_info(app, &task_id, &offer, &f);
                     available = available.saturating_minus(&f.resources);
@@ -375,7 +397,11 @@ impl Engine {
                         id: task_id.clone(),
                         app_id: app_id.clone(),
                         version: app.version.unwrap_or(now_ts),
-                        agent_id: offer.agent_id.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+                        agent_id: offer
+                            .agent_id
+                            .as_ref()
+                            .map(|a| a.value.clone())
+                            .unwrap_or_default(),
                         host: offer.hostname.clone(),
                         attributes: offer
                             .attributes
@@ -399,13 +425,21 @@ impl Engine {
                 }
             }
             if launched.is_empty() {
-                let refuse = if self.queue_len() == 0 { IDLE_REFUSE_SECONDS } else { MISFIT_REFUSE_SECONDS };
+                let refuse = if self.queue_len() == 0 {
+                    IDLE_REFUSE_SECONDS
+                } else {
+                    MISFIT_REFUSE_SECONDS
+                };
                 actions.push(Action::Decline {
                     offer_id,
                     refuse_seconds: refuse,
                 });
             } else {
-                let refuse = if self.queue_len() == 0 { MISFIT_REFUSE_SECONDS } else { 0.0 };
+                let refuse = if self.queue_len() == 0 {
+                    MISFIT_REFUSE_SECONDS
+                } else {
+                    0.0
+                };
                 actions.push(Action::Accept {
                     offer_id,
                     tasks: launched,
@@ -423,7 +457,11 @@ impl Engine {
     /// A status update from the master. Always acknowledged.
     pub fn status(&mut self, status: pb::TaskStatus) -> Vec<Action> {
         let mut actions = Vec::new();
-        let task_id = status.task_id.as_ref().map(|t| t.value.clone()).unwrap_or_default();
+        let task_id = status
+            .task_id
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default();
         let state = task_state_of(status.state);
         let now = now_millis();
         match self.tasks.get_mut(&task_id) {
@@ -435,8 +473,16 @@ impl Engine {
                     task.healthy = status.healthy;
                 }
                 task.state = state;
-                if status.agent_id.as_ref().is_some_and(|a| !a.value.is_empty()) {
-                    task.agent_id = status.agent_id.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+                if status
+                    .agent_id
+                    .as_ref()
+                    .is_some_and(|a| !a.value.is_empty())
+                {
+                    task.agent_id = status
+                        .agent_id
+                        .as_ref()
+                        .map(|a| a.value.clone())
+                        .unwrap_or_default();
                 }
                 let event = json!({
                     "eventType": "status_update_event",
@@ -469,7 +515,11 @@ impl Engine {
                     tracing::warn!(task = %task_id, "killing a task of no known app");
                     actions.push(Action::Kill {
                         task_id: task_id.clone(),
-                        agent_id: status.agent_id.as_ref().map(|a| a.value.clone()).unwrap_or_default(),
+                        agent_id: status
+                            .agent_id
+                            .as_ref()
+                            .map(|a| a.value.clone())
+                            .unwrap_or_default(),
                         grace_seconds: None,
                     });
                 }
@@ -480,14 +530,24 @@ impl Engine {
     }
 
     fn task_ended(&mut self, task_id: &str, state: TaskState, message: &str) {
-        let Some(task) = self.tasks.remove(task_id) else { return };
+        let Some(task) = self.tasks.remove(task_id) else {
+            return;
+        };
         let expected = task.kill_sent.is_some();
         tracing::info!(task = %task_id, app = %task.app_id, state = state.mesos_name(), message, "task ended");
         if expected {
             return;
         }
         let now = now_millis();
-        if matches!(state, TaskState::TaskFailed | TaskState::TaskError | TaskState::TaskLost | TaskState::TaskDropped | TaskState::TaskGone | TaskState::TaskUnreachable) {
+        if matches!(
+            state,
+            TaskState::TaskFailed
+                | TaskState::TaskError
+                | TaskState::TaskLost
+                | TaskState::TaskDropped
+                | TaskState::TaskGone
+                | TaskState::TaskUnreachable
+        ) {
             self.failures.insert(
                 task.app_id.clone(),
                 TaskFailure {
@@ -513,7 +573,9 @@ impl Engine {
             } else {
                 b.delay.mul_f64(app.backoff_factor.max(1.0)).min(max)
             };
-            let ran_long = task.started_at.is_some_and(|s| (now - s).num_seconds() > 60);
+            let ran_long = task
+                .started_at
+                .is_some_and(|s| (now - s).num_seconds() > 60);
             if ran_long {
                 b.delay = Duration::ZERO;
             }
@@ -526,7 +588,10 @@ impl Engine {
         let mut actions = Vec::new();
         let now = Instant::now();
         for task in self.tasks.values_mut() {
-            if task.kill_sent.is_some_and(|t| now.duration_since(t) > KILL_RETRY) {
+            if task
+                .kill_sent
+                .is_some_and(|t| now.duration_since(t) > KILL_RETRY)
+            {
                 task.kill_sent = Some(now);
                 actions.push(Action::Kill {
                     task_id: task.id.clone(),
@@ -551,7 +616,12 @@ impl Engine {
     }
 
     /// Start tracking a deployment for `app_id`, replacing any older one.
-    pub fn start_deployment(&mut self, app_id: &str, version: DateTime<Utc>, action: &'static str) -> Deployment {
+    pub fn start_deployment(
+        &mut self,
+        app_id: &str,
+        version: DateTime<Utc>,
+        action: &'static str,
+    ) -> Deployment {
         self.deployments.retain(|d| d.app_id != app_id);
         let d = Deployment {
             id: uuid::Uuid::new_v4().to_string(),
@@ -571,7 +641,10 @@ impl Engine {
 
     /// Deployments of an app that are still under way.
     pub fn deployments_of(&self, app_id: &str) -> Vec<&Deployment> {
-        self.deployments.iter().filter(|d| d.app_id == app_id).collect()
+        self.deployments
+            .iter()
+            .filter(|d| d.app_id == app_id)
+            .collect()
     }
 
     fn deployment_done(&self, d: &Deployment) -> bool {
@@ -582,10 +655,17 @@ impl Engine {
                 let config = config_version(app);
                 let running = tasks
                     .iter()
-                    .filter(|t| t.version >= config && t.active() && t.state == TaskState::TaskRunning)
+                    .filter(|t| {
+                        t.version >= config && t.active() && t.state == TaskState::TaskRunning
+                    })
                     .count();
-                let others = tasks.iter().filter(|t| t.version < config || !t.active()).count();
-                running == app.instances as usize && others == 0 && tasks.len() == app.instances as usize
+                let others = tasks
+                    .iter()
+                    .filter(|t| t.version < config || !t.active())
+                    .count();
+                running == app.instances as usize
+                    && others == 0
+                    && tasks.len() == app.instances as usize
             }
         }
     }
@@ -600,7 +680,8 @@ impl Engine {
         if done.is_empty() {
             return;
         }
-        self.deployments.retain(|d| !done.iter().any(|x| x.id == d.id));
+        self.deployments
+            .retain(|d| !done.iter().any(|x| x.id == d.id));
         for d in done {
             tracing::info!(deployment = %d.id, app = %d.app_id, action = d.action, "deployment finished");
             let ts = marathon_timestamp(now_millis());
@@ -633,7 +714,10 @@ impl Engine {
             .iter()
             .filter(|t| matches!(t.state, TaskState::TaskStaging | TaskState::TaskStarting))
             .count();
-        let running = tasks.iter().filter(|t| t.state == TaskState::TaskRunning).count();
+        let running = tasks
+            .iter()
+            .filter(|t| t.state == TaskState::TaskRunning)
+            .count();
         let healthy = tasks.iter().filter(|t| t.healthy == Some(true)).count();
         let unhealthy = tasks.iter().filter(|t| t.healthy == Some(false)).count();
         (staged, running, healthy, unhealthy)

@@ -8,9 +8,13 @@ pub mod engine;
 pub mod events;
 pub mod launch;
 pub mod model;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::FutureExt as _;
 
 use meseta_proto::v1 as pb;
 use tokio::net::TcpListener;
@@ -69,6 +73,10 @@ pub(crate) struct Shared {
     pub(crate) config: SchedulerConfig,
     pub(crate) address: String,
     pub(crate) client: meseta_sdk::SchedulerClient,
+    /// The scheduler's state in the masters' KV store.
+    pub(crate) store: store::Store,
+    /// Actions held while an API change is being stored.
+    held: Mutex<Option<Vec<Action>>>,
 }
 
 impl Shared {
@@ -76,23 +84,47 @@ impl Shared {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hand actions decided under the engine lock to the driver.
+    /// Hand actions decided under the engine lock to the driver (or keep
+    /// them, between [`Shared::hold_actions`] and [`Shared::release_actions`]).
     pub(crate) fn act(&self, actions: Vec<Action>) {
-        if !actions.is_empty() {
-            let _ = self.actions.send(actions);
+        if actions.is_empty() {
+            return;
         }
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some(h) => h.extend(actions),
+            None => {
+                let _ = self.actions.send(actions);
+            }
+        }
+    }
+
+    /// Keep what [`Shared::act`] is given until [`Shared::release_actions`]
+    /// (used while a state change is being stored; callers hold the store gate).
+    pub(crate) fn hold_actions(&self) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// Stop holding; returns what was held.
+    pub(crate) fn release_actions(&self) -> Vec<Action> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 }
 
 /// A scheduler bound to its HTTP port.
 pub struct BoundScheduler {
     listener: TcpListener,
-    shared: Arc<Shared>,
-    driver: driver::Driver,
+    config: SchedulerConfig,
+    address: String,
+    info: pb::FrameworkInfo,
 }
 
 impl BoundScheduler {
-    /// Bind the `/v2` port and start subscribing to the masters.
+    /// Bind the `/v2` port. Nothing is read or subscribed until [`BoundScheduler::serve`].
     pub async fn bind(config: SchedulerConfig) -> Result<BoundScheduler, SchedulerError> {
         if config.masters.is_empty() {
             return Err(SchedulerError::Config(
@@ -131,41 +163,76 @@ impl BoundScheduler {
             webui_url: format!("http://{address}"),
             ..Default::default()
         };
-        let (client, sdk_events) = meseta_sdk::start(config.masters.clone(), info, None, false);
-        let events = EventBus::default();
-        let (actions_tx, actions_rx) = unbounded_channel();
-        let shared = Arc::new(Shared {
-            engine: Mutex::new(Engine::new(&config.role, events.clone())),
-            actions: actions_tx,
-            events,
-            config,
-            address,
-            client,
-        });
-        let driver = driver::Driver {
-            sdk_events,
-            actions: actions_rx,
-        };
         Ok(BoundScheduler {
             listener,
-            shared,
-            driver,
+            config,
+            address,
+            info,
         })
     }
 
     /// `host:port` of the `/v2` API.
     pub fn address(&self) -> &str {
-        &self.shared.address
+        &self.address
     }
 
-    /// Serve until `shutdown` resolves.
+    /// Load the state from the masters' KV store (waiting for a leading
+    /// master), subscribe with the stored framework id (so running tasks are
+    /// kept and reconciled), then serve until `shutdown` resolves. Requests
+    /// that arrive while the state loads wait in the listen queue.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), SchedulerError> {
-        let shared = self.shared;
+        let shutdown = shutdown.boxed().shared();
+        let config = self.config;
+        let store = store::Store::new(config.masters.clone(), &config.framework_name);
+        let loaded = loop {
+            let attempt = tokio::select! {
+                r = store.load() => r,
+                _ = shutdown.clone() => return Ok(()),
+            };
+            match attempt {
+                Ok(l) => break l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load the scheduler state from the masters yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = shutdown.clone() => return Ok(()),
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            apps = loaded.apps.len(),
+            tasks = loaded.tasks.len(),
+            deployments = loaded.deployments.len(),
+            framework_id = ?loaded.framework_id,
+            "scheduler state loaded from the masters"
+        );
+        let events = EventBus::default();
+        let mut engine = Engine::new(&config.role, events.clone());
+        let framework_id = loaded.framework_id.clone();
+        store::restore(&mut engine, loaded);
+        let (client, sdk_events) =
+            meseta_sdk::start(config.masters.clone(), self.info, framework_id, false);
+        let (actions_tx, actions_rx) = unbounded_channel();
+        let shared = Arc::new(Shared {
+            engine: Mutex::new(engine),
+            actions: actions_tx,
+            events,
+            config,
+            address: self.address,
+            client,
+            store,
+            held: Mutex::new(None),
+        });
+        let driver = driver::Driver {
+            sdk_events,
+            actions: actions_rx,
+        };
         tracing::info!(address = %shared.address, framework = %shared.config.framework_name, "scheduler listening");
-        let driver = tokio::spawn(self.driver.run(shared.clone()));
+        let driver = tokio::spawn(driver.run(shared.clone()));
         let addr = shared.address.clone();
         let result =
             meseta_proto::serve::serve(self.listener, api::service(shared.clone()), shutdown)

@@ -8,6 +8,8 @@
 //! that carries a uuid once it has acted on it; the agent resends the update
 //! until then.
 
+pub mod kv;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,13 +18,17 @@ use pb::scheduler_client::SchedulerClient as GrpcClient;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tonic::transport::{Channel, Endpoint};
 
+pub use kv::{KvClient, KvClientError};
 pub use meseta_proto::v1;
 
 /// What the framework is told.
 #[derive(Debug, Clone)]
 pub enum SchedulerEvent {
     /// Subscribed (or re-subscribed after a failover) with this id.
-    Subscribed { framework_id: String, master: String },
+    Subscribed {
+        framework_id: String,
+        master: String,
+    },
     Offers(Vec<pb::Offer>),
     /// An offer is no longer valid.
     Rescind(String),
@@ -74,7 +80,13 @@ pub fn start(
         framework_id: Mutex::new(framework_id),
     });
     let (tx, rx) = unbounded_channel();
-    tokio::spawn(subscription_loop(inner.clone(), masters, info, suppressed, tx));
+    tokio::spawn(subscription_loop(
+        inner.clone(),
+        masters,
+        info,
+        suppressed,
+        tx,
+    ));
     (SchedulerClient { inner }, rx)
 }
 
@@ -129,7 +141,11 @@ async fn subscription_loop(
                 continue;
             }
         };
-        let framework_id = inner.framework_id.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let framework_id = inner
+            .framework_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let call = pb::Call {
             framework_id: framework_id.clone().map(|value| pb::FrameworkId { value }),
             call: Some(pb::call::Call::Subscribe(pb::call::Subscribe {
@@ -137,14 +153,20 @@ async fn subscription_loop(
                     id: framework_id.map(|value| pb::FrameworkId { value }),
                     ..info.clone()
                 }),
-                suppressed_roles: if suppressed { vec![info.role.clone()] } else { Vec::new() },
+                suppressed_roles: if suppressed {
+                    vec![info.role.clone()]
+                } else {
+                    Vec::new()
+                },
             })),
         };
         let mut stream = match client.subscribe(call).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 match leader_of(&status) {
-                    Some(l) if status.code() == tonic::Code::Unavailable && l != target => hint = Some(l),
+                    Some(l) if status.code() == tonic::Code::Unavailable && l != target => {
+                        hint = Some(l)
+                    }
                     _ => {
                         tracing::debug!(master = %target, error = %status, "subscribe failed");
                         tokio::time::sleep(backoff).await;
@@ -169,18 +191,25 @@ async fn subscription_loop(
             let out = match msg.event {
                 Some(E::Subscribed(s)) => {
                     let id = s.framework_id.map(|f| f.value).unwrap_or_default();
-                    if s.heartbeat_interval_seconds.is_finite() && s.heartbeat_interval_seconds > 0.0 {
+                    if s.heartbeat_interval_seconds.is_finite()
+                        && s.heartbeat_interval_seconds > 0.0
+                    {
                         heartbeat = Duration::from_secs_f64(s.heartbeat_interval_seconds);
                     }
-                    *inner.framework_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-                    *inner.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(Connection {
-                        master: target.clone(),
-                        client: client.clone(),
-                        framework_id: id.clone(),
-                    });
+                    *inner.framework_id.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(id.clone());
+                    *inner.connection.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Connection {
+                            master: target.clone(),
+                            client: client.clone(),
+                            framework_id: id.clone(),
+                        });
                     backoff = Duration::from_millis(100);
                     tracing::info!(master = %target, framework_id = %id, "subscribed");
-                    Some(SchedulerEvent::Subscribed { framework_id: id, master: target.clone() })
+                    Some(SchedulerEvent::Subscribed {
+                        framework_id: id,
+                        master: target.clone(),
+                    })
                 }
                 Some(E::Offers(o)) => Some(SchedulerEvent::Offers(o.offers)),
                 Some(E::Rescind(r)) => r.offer_id.map(|o| SchedulerEvent::Rescind(o.value)),
@@ -209,7 +238,11 @@ fn ids<T>(values: &[String], make: impl Fn(String) -> T) -> Vec<T> {
 impl SchedulerClient {
     /// The framework id, once subscribed.
     pub fn framework_id(&self) -> Option<String> {
-        self.inner.framework_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .framework_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `host:port` of the master this framework is subscribed to.
@@ -224,13 +257,19 @@ impl SchedulerClient {
 
     async fn call(&self, call: pb::call::Call) -> Result<(), SdkError> {
         let (mut client, framework_id) = {
-            let guard = self.inner.connection.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = self
+                .inner
+                .connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let c = guard.as_ref().ok_or(SdkError::NotConnected)?;
             (c.client.clone(), c.framework_id.clone())
         };
         client
             .call(pb::Call {
-                framework_id: Some(pb::FrameworkId { value: framework_id }),
+                framework_id: Some(pb::FrameworkId {
+                    value: framework_id,
+                }),
                 call: Some(call),
             })
             .await?;
@@ -239,13 +278,18 @@ impl SchedulerClient {
 
     /// ACCEPT offers, launching `tasks`; what is left is refused for
     /// `refuse_seconds`.
-    pub async fn accept(&self, offer_ids: &[String], tasks: Vec<pb::TaskInfo>, refuse_seconds: f64) -> Result<(), SdkError> {
+    pub async fn accept(
+        &self,
+        offer_ids: &[String],
+        tasks: Vec<pb::TaskInfo>,
+        refuse_seconds: f64,
+    ) -> Result<(), SdkError> {
         self.call(pb::call::Call::Accept(pb::call::Accept {
             offer_ids: ids(offer_ids, |value| pb::OfferId { value }),
             operations: vec![pb::offer::Operation {
-                operation: Some(pb::offer::operation::Operation::Launch(pb::offer::operation::Launch {
-                    task_infos: tasks,
-                })),
+                operation: Some(pb::offer::operation::Operation::Launch(
+                    pb::offer::operation::Launch { task_infos: tasks },
+                )),
             }],
             filters: Some(pb::Filters { refuse_seconds }),
         }))
@@ -263,20 +307,37 @@ impl SchedulerClient {
 
     /// REVIVE: clear filters, resume offers.
     pub async fn revive(&self) -> Result<(), SdkError> {
-        self.call(pb::call::Call::Revive(pb::call::Revive { roles: Vec::new() })).await
+        self.call(pb::call::Call::Revive(pb::call::Revive {
+            roles: Vec::new(),
+        }))
+        .await
     }
 
     /// SUPPRESS: no offers until REVIVE.
     pub async fn suppress(&self) -> Result<(), SdkError> {
-        self.call(pb::call::Call::Suppress(pb::call::Suppress { roles: Vec::new() })).await
+        self.call(pb::call::Call::Suppress(pb::call::Suppress {
+            roles: Vec::new(),
+        }))
+        .await
     }
 
     /// KILL a task, optionally overriding its grace period.
-    pub async fn kill(&self, task_id: &str, agent_id: Option<&str>, grace_seconds: Option<f64>) -> Result<(), SdkError> {
+    pub async fn kill(
+        &self,
+        task_id: &str,
+        agent_id: Option<&str>,
+        grace_seconds: Option<f64>,
+    ) -> Result<(), SdkError> {
         self.call(pb::call::Call::Kill(pb::call::Kill {
-            task_id: Some(pb::TaskId { value: task_id.to_string() }),
-            agent_id: agent_id.map(|a| pb::AgentId { value: a.to_string() }),
-            kill_policy: grace_seconds.map(|g| pb::KillPolicy { grace_period_seconds: g }),
+            task_id: Some(pb::TaskId {
+                value: task_id.to_string(),
+            }),
+            agent_id: agent_id.map(|a| pb::AgentId {
+                value: a.to_string(),
+            }),
+            kill_policy: grace_seconds.map(|g| pb::KillPolicy {
+                grace_period_seconds: g,
+            }),
         }))
         .await
     }
@@ -310,6 +371,7 @@ impl SchedulerClient {
 
     /// TEARDOWN: kill every task and unregister the framework.
     pub async fn teardown(&self) -> Result<(), SdkError> {
-        self.call(pb::call::Call::Teardown(pb::call::Teardown {})).await
+        self.call(pb::call::Call::Teardown(pb::call::Teardown {}))
+            .await
     }
 }

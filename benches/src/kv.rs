@@ -1,0 +1,298 @@
+//! `meseta-bench kv`: writes/s and latency of the masters' replicated KV
+//! store (3 masters as separate processes on loopback, fsync on), with N
+//! concurrent clients each writing one key after another; then the leader
+//! failover time (SIGKILL of the leader → the first write acknowledged by
+//! the new leader). `--etcd` runs the same load against a 3-member
+//! `etcd` cluster (Debian's etcd-server, through its HTTP/JSON gateway)
+//! for comparison. Set `MESETA_BIN` to a release build for real figures.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+#[derive(Args)]
+pub struct KvArgs {
+    /// Concurrent clients, each with one write in flight.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Masters in the cluster.
+    #[arg(long, default_value_t = 3)]
+    masters: usize,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// Run against etcd (binary `etcd` on PATH) instead of meseta.
+    #[arg(long)]
+    etcd: bool,
+    /// Skip the failover measurement.
+    #[arg(long)]
+    no_failover: bool,
+}
+
+/// Latency summary of acknowledged writes.
+fn summary(mut lat: Vec<Duration>, elapsed: Duration) -> String {
+    lat.sort();
+    let n = lat.len();
+    let pct = |p: f64| {
+        lat.get(((n as f64 * p) as usize).min(n.saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    format!(
+        "writes={n} writes_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        n as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0,
+        lat.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
+    )
+}
+
+/// One write against the system under test.
+trait Writer: Clone + Send + Sync + 'static {
+    fn put(&self, key: String, value: Vec<u8>) -> impl std::future::Future<Output = bool> + Send;
+}
+
+#[derive(Clone)]
+struct Meseta(meseta_sdk::KvClient);
+
+impl Writer for Meseta {
+    async fn put(&self, key: String, value: Vec<u8>) -> bool {
+        self.0.put(&key, value, 0).await.is_ok()
+    }
+}
+
+#[derive(Clone)]
+struct Etcd {
+    http: reqwest::Client,
+    endpoints: Arc<Vec<String>>,
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Writer for Etcd {
+    async fn put(&self, key: String, value: Vec<u8>) -> bool {
+        // Any member forwards to the leader; try them in turn.
+        for ep in self.endpoints.iter() {
+            let body = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(&value)});
+            if let Ok(r) = self
+                .http
+                .post(format!("http://{ep}/v3/kv/put"))
+                .json(&body)
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+async fn load<W: Writer>(w: W, clients: usize, seconds: u64, value_size: usize) -> String {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < until {
+                let t = Instant::now();
+                if w.put(format!("/bench/{c}/{}", n % 1000), vec![b'x'; value_size])
+                    .await
+                {
+                    lat.push(t.elapsed());
+                }
+                n += 1;
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    summary(all, started.elapsed())
+}
+
+/// Time from killing the leader to the first write acknowledged after it.
+async fn failover<W: Writer>(w: &W, kill: impl FnOnce()) -> Duration {
+    // Keep writing so the client notices at once.
+    let start = Instant::now();
+    kill();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        if w.put(format!("/bench/failover/{n}"), b"x".to_vec()).await {
+            return start.elapsed();
+        }
+    }
+}
+
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    meseta_tests::cluster::free_ports(n)
+}
+
+struct EtcdCluster {
+    children: Vec<Child>,
+    clients: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_etcd(n: usize) -> Result<EtcdCluster> {
+    let dir = tempfile::tempdir()?;
+    let ports = free_ports(2 * n)?;
+    let peers: Vec<String> = (0..n)
+        .map(|i| format!("e{i}=http://127.0.0.1:{}", ports[2 * i + 1]))
+        .collect();
+    let mut children = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let client = format!("127.0.0.1:{}", ports[2 * i]);
+        let peer = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+        let log = std::fs::File::create(dir.path().join(format!("e{i}.log")))?;
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                &format!("e{i}"),
+                "--data-dir",
+                &dir.path().join(format!("e{i}")).display().to_string(),
+                "--listen-client-urls",
+                &format!("http://{client}"),
+                "--advertise-client-urls",
+                &format!("http://{client}"),
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &peers.join(","),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (apt-get install etcd-server)")?;
+        children.push(child);
+        clients.push(client);
+    }
+    Ok(EtcdCluster {
+        children,
+        clients,
+        _dir: dir,
+    })
+}
+
+fn etcd_leader(http: &reqwest::blocking::Client, clients: &[String]) -> Option<usize> {
+    for (i, c) in clients.iter().enumerate() {
+        let status: serde_json::Value = http
+            .post(format!("http://{c}/v3/maintenance/status"))
+            .json(&serde_json::json!({}))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        let leader = status["leader"].as_str().map(String::from);
+        let me = status["header"]["member_id"].as_str().map(String::from);
+        if leader.is_some() && leader == me {
+            return Some(i);
+        }
+    }
+    None
+}
+
+pub fn run(args: &KvArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if args.etcd {
+        let mut cluster = start_etcd(args.masters)?;
+        let w = Etcd {
+            http: reqwest::Client::new(),
+            endpoints: Arc::new(cluster.clients.clone()),
+        };
+        let ready = Instant::now();
+        while !runtime.block_on(w.put("/bench/ready".into(), b"x".to_vec())) {
+            if ready.elapsed() > Duration::from_secs(30) {
+                bail!("etcd did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("etcd: {} clients for {} s…", args.clients, args.seconds);
+        let line = runtime.block_on(load(w.clone(), args.clients, args.seconds, args.value_size));
+        let mut out = format!(
+            "system=etcd members={} clients={} {line}",
+            args.masters, args.clients
+        );
+        if !args.no_failover {
+            let http = reqwest::blocking::Client::new();
+            let leader = etcd_leader(&http, &cluster.clients).context("no etcd leader found")?;
+            let mut rest = cluster.clients.clone();
+            rest.remove(leader);
+            let survivors = Etcd {
+                http: reqwest::Client::new(),
+                endpoints: Arc::new(rest),
+            };
+            let children = &mut cluster.children;
+            let took = runtime.block_on(failover(&survivors, || {
+                let _ = children[leader].kill();
+            }));
+            out.push_str(&format!(" failover_ms={:.0}", took.as_secs_f64() * 1000.0));
+        }
+        println!("{out}");
+        return Ok(());
+    }
+    let mut masters = meseta_tests::masters::Masters::start(args.masters)?;
+    let client = meseta_sdk::KvClient::new(masters.addrs.clone());
+    runtime
+        .block_on(client.put("/bench/ready", b"x".to_vec(), 0))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    eprintln!("meseta: {} clients for {} s…", args.clients, args.seconds);
+    let w = Meseta(client.clone());
+    let line = runtime.block_on(load(w.clone(), args.clients, args.seconds, args.value_size));
+    let mut out = format!(
+        "system=meseta masters={} clients={} {line}",
+        args.masters, args.clients
+    );
+    if !args.no_failover {
+        let leader = masters.leader()?;
+        let took = runtime.block_on(failover(&w, || masters.kill_master(leader)));
+        out.push_str(&format!(" failover_ms={:.0}", took.as_secs_f64() * 1000.0));
+    }
+    println!("{out}");
+    Ok(())
+}
