@@ -1,1 +1,43 @@
-fn main() {}
+//! `meseta-bench`: benchmarks and load tools, one subcommand each. Every
+//! subcommand prints progress while it runs and its figures as `key=value`
+//! pairs on its last line.
+//!
+//! - `launch`: POST /v2/apps → TASK_RUNNING through a real `meseta up`.
+//! - `allocator`: the DRF allocator in-process.
+//! - `kv`: the masters' replicated KV store (and etcd for comparison).
+
+mod allocator;
+mod kv;
+mod launch;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "meseta-bench", about = "Benchmarks and load tools for meseta")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time from POST /v2/apps to the task's TASK_RUNNING event.
+    Launch(launch::LaunchArgs),
+    /// Full DRF allocation cycles over many agents and frameworks.
+    Allocator(allocator::AllocatorArgs),
+    /// Replicated KV writes/s, p99 and leader failover (meseta or `--etcd`).
+    Kv(kv::KvArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Launch(args) => launch::run(args),
+        Command::Allocator(args) => allocator::run(args),
+        Command::Kv(args) => kv::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("meseta-bench: {e:#}");
+        std::process::exit(1);
+    }
+}

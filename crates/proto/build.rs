@@ -3,7 +3,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["meseta/v1/master.proto", "meseta/v1/raft.proto", "meseta/v1/kv.proto"];
+    let files = [
+        "meseta/v1/master.proto",
+        "meseta/v1/raft.proto",
+        "meseta/v1/kv.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -70,7 +70,11 @@ struct UpArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct MasterArgs {
+    /// Operator commands against running masters (instead of running one).
+    #[command(subcommand)]
+    operator: Option<MasterOperator>,
     #[arg(long, default_value = "0.0.0.0:5050")]
     listen: SocketAddr,
     /// host:port others reach this master at (default: the listen address).
@@ -85,6 +89,59 @@ struct MasterArgs {
     /// reported TASK_UNREACHABLE.
     #[arg(long, default_value_t = 120)]
     agent_reregister_timeout: u64,
+    /// This master's Raft node id (default: its position in --masters, from 1).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Join a running cluster instead of founding one (with --node-id, a new
+    /// id); the leader adds it with `meseta master membership add`.
+    #[arg(long, requires = "node_id")]
+    join: bool,
+    /// Role weights for the DRF allocator, e.g. "a=2,b=1" (others weigh 1;
+    /// weights set with PUT /weights override these).
+    #[arg(long)]
+    weights: Option<String>,
+    /// Seconds after which an unused offer is rescinded (default: never, as
+    /// in Mesos).
+    #[arg(long)]
+    offer_timeout: Option<f64>,
+}
+
+#[derive(Subcommand)]
+enum MasterOperator {
+    /// Raft membership of the masters: list, add or remove a master.
+    #[command(subcommand)]
+    Membership(MembershipCommand),
+}
+
+#[derive(Subcommand)]
+enum MembershipCommand {
+    /// Print the leader, voters and every master's address.
+    List {
+        /// Any master's host:port.
+        #[arg(long, default_value = "127.0.0.1:5050", env = "MESETA_MASTER")]
+        master: String,
+    },
+    /// Add a master (started with `--join --node-id ID`) as a voter.
+    Add {
+        /// The new master's Raft node id (never used before in this cluster).
+        #[arg(long)]
+        id: u64,
+        /// The new master's host:port.
+        #[arg(long)]
+        address: String,
+        /// Add it as a non-voting learner first.
+        #[arg(long)]
+        learner: bool,
+        #[arg(long, default_value = "127.0.0.1:5050", env = "MESETA_MASTER")]
+        master: String,
+    },
+    /// Remove a master (dead or retiring) from the voters.
+    Remove {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, default_value = "127.0.0.1:5050", env = "MESETA_MASTER")]
+        master: String,
+    },
 }
 
 #[derive(Args)]
@@ -135,7 +192,10 @@ fn main() {
     }
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("meseta: cannot start the async runtime: {e}");
@@ -149,24 +209,31 @@ fn main() {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,tonic=warn,sled=warn,raft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,h2=warn,hyper=warn,tower=warn,tonic=warn,sled=warn,raft=warn",
+        )
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                let _ = tx.send(true);
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    let _ = tx.send(true);
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -177,12 +244,10 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
-fn wait(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn wait(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -190,13 +255,36 @@ fn wait(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up(a) => up(a).await,
+        Command::Master(MasterArgs {
+            operator: Some(MasterOperator::Membership(m)),
+            ..
+        }) => membership(m).await,
         Command::Master(a) => {
             let mut config = MasterConfig::new(a.listen, a.data_dir);
             config.advertise = a.advertise;
             config.masters = a.masters;
+            config.node_id = a.node_id;
+            config.join = a.join;
             config.agent_reregister_timeout = Duration::from_secs(a.agent_reregister_timeout);
-            let master = BoundMaster::bind(config).await.context("starting the master")?;
-            master.serve(wait(shutdown_signal())).await.context("master")
+            if let Some(w) = &a.weights {
+                config.allocator.weights =
+                    meseta_master::allocator::parse_weights(w).context("--weights")?;
+            }
+            if let Some(secs) = a.offer_timeout {
+                if !(secs.is_finite() && secs > 0.0) {
+                    anyhow::bail!(
+                        "--offer-timeout must be a positive number of seconds, got {secs}"
+                    );
+                }
+                config.allocator.offer_timeout = Some(Duration::from_secs_f64(secs));
+            }
+            let master = BoundMaster::bind(config)
+                .await
+                .context("starting the master")?;
+            master
+                .serve(wait(shutdown_signal()))
+                .await
+                .context("master")
         }
         Command::Agent(a) => {
             let mut config = AgentConfig::new(a.listen, a.masters, a.work_dir);
@@ -206,33 +294,120 @@ async fn run(cli: Cli) -> Result<()> {
             config.hostname = a.hostname;
             config.isolation = a.isolation;
             config.cgroups_enable_cfs = a.cgroups_enable_cfs;
-            let agent = BoundAgent::bind(config).await.context("starting the agent")?;
+            let agent = BoundAgent::bind(config)
+                .await
+                .context("starting the agent")?;
             agent.serve(wait(shutdown_signal())).await.context("agent")
         }
         Command::Scheduler(a) => {
             let mut config = SchedulerConfig::new(a.listen, a.masters);
             config.framework_name = a.framework_name;
             config.role = a.role;
-            let scheduler = BoundScheduler::bind(config).await.context("starting the scheduler")?;
-            scheduler.serve(wait(shutdown_signal())).await.context("scheduler")
+            let scheduler = BoundScheduler::bind(config)
+                .await
+                .context("starting the scheduler")?;
+            scheduler
+                .serve(wait(shutdown_signal()))
+                .await
+                .context("scheduler")
         }
-        Command::Task(TaskCommand::Log { task_id, stderr, master }) => task_log::print(&master, &task_id, stderr).await,
+        Command::Task(TaskCommand::Log {
+            task_id,
+            stderr,
+            master,
+        }) => task_log::print(&master, &task_id, stderr).await,
     }
+}
+
+/// `meseta master membership …`: one call to `/master/membership`, sent to
+/// the leader (found through the given master's `/master/state`).
+async fn membership(cmd: MembershipCommand) -> Result<()> {
+    let client = reqwest::Client::new();
+    let (master, body) = match cmd {
+        MembershipCommand::List { master } => (master, None),
+        MembershipCommand::Add {
+            id,
+            address,
+            learner,
+            master,
+        } => {
+            let action = if learner { "add_learner" } else { "add" };
+            (
+                master,
+                Some(serde_json::json!({"action": action, "id": id, "address": address})),
+            )
+        }
+        MembershipCommand::Remove { id, master } => (
+            master,
+            Some(serde_json::json!({"action": "remove", "id": id})),
+        ),
+    };
+    let state: serde_json::Value = client
+        .get(format!("http://{master}/master/state"))
+        .send()
+        .await
+        .with_context(|| format!("reaching master {master}"))?
+        .json()
+        .await
+        .context("reading /master/state")?;
+    let target = match state
+        .get("leader")
+        .and_then(|l| l.as_str())
+        .filter(|l| !l.is_empty())
+    {
+        Some(l) => l.to_string(),
+        None if body.is_none() => master.clone(),
+        None => anyhow::bail!("master {master} knows no leader; retry when one is elected"),
+    };
+    let url = format!("http://{target}/master/membership");
+    let resp = match body {
+        Some(b) => client.post(&url).json(&b).send().await,
+        None => client.get(&url).send().await,
+    }
+    .with_context(|| format!("calling {url}"))?;
+    let status = resp.status();
+    let out: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url}: {status}: {}",
+            out.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        );
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
+    );
+    Ok(())
 }
 
 async fn up(a: UpArgs) -> Result<()> {
     let stop = shutdown_signal();
-    let master = BoundMaster::bind(MasterConfig::new(a.master_listen, a.data_dir.join("master")))
-        .await
-        .context("starting the master")?;
+    let master = BoundMaster::bind(MasterConfig::new(
+        a.master_listen,
+        a.data_dir.join("master"),
+    ))
+    .await
+    .context("starting the master")?;
     let master_addr = master.address().to_string();
-    let mut agent_config = AgentConfig::new(a.agent_listen, vec![master_addr.clone()], a.data_dir.join("agent"));
+    let mut agent_config = AgentConfig::new(
+        a.agent_listen,
+        vec![master_addr.clone()],
+        a.data_dir.join("agent"),
+    );
     agent_config.resources = a.resources;
     agent_config.isolation = a.isolation;
-    let agent = BoundAgent::bind(agent_config).await.context("starting the agent")?;
-    let scheduler = BoundScheduler::bind(SchedulerConfig::new(a.scheduler_listen, vec![master_addr.clone()]))
+    let agent = BoundAgent::bind(agent_config)
         .await
-        .context("starting the scheduler")?;
+        .context("starting the agent")?;
+    let scheduler = BoundScheduler::bind(SchedulerConfig::new(
+        a.scheduler_listen,
+        vec![master_addr.clone()],
+    ))
+    .await
+    .context("starting the scheduler")?;
     let agent_addr = agent.address().to_string();
     let scheduler_addr = scheduler.address().to_string();
     let m = tokio::spawn(master.serve(wait(stop.clone())));

@@ -15,10 +15,12 @@ pub struct Attribute {
 pub fn parse_attributes(text: &str) -> Result<Vec<Attribute>, CoreError> {
     let mut out = Vec::new();
     for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) = part.split_once(':').ok_or_else(|| CoreError::InvalidAttribute {
-            text: part.to_string(),
-            reason: "expected name:value".into(),
-        })?;
+        let (name, value) = part
+            .split_once(':')
+            .ok_or_else(|| CoreError::InvalidAttribute {
+                text: part.to_string(),
+                reason: "expected name:value".into(),
+            })?;
         let (name, value) = (name.trim(), value.trim());
         if name.is_empty() {
             return Err(CoreError::InvalidAttribute {
@@ -64,7 +66,11 @@ impl Attribute {
         } else if let Some(s) = &a.set {
             format!("{{{}}}", s.item.join(","))
         } else if let Some(r) = &a.ranges {
-            let parts: Vec<String> = r.range.iter().map(|r| format!("{}-{}", r.begin, r.end)).collect();
+            let parts: Vec<String> = r
+                .range
+                .iter()
+                .map(|r| format!("{}-{}", r.begin, r.end))
+                .collect();
             format!("[{}]", parts.join(","))
         } else {
             String::new()

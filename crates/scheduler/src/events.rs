@@ -86,6 +86,9 @@ pub(crate) async fn stream(
 }
 
 fn frame(v: &Value) -> Event {
-    let kind = v.get("eventType").and_then(Value::as_str).unwrap_or("event");
+    let kind = v
+        .get("eventType")
+        .and_then(Value::as_str)
+        .unwrap_or("event");
     Event::default().event(kind).data(v.to_string())
 }

@@ -31,7 +31,10 @@ fn field_value(field: &str, hostname: &str, attributes: &[(String, String)]) -> 
     if field == "hostname" {
         return Some(hostname.to_string());
     }
-    attributes.iter().find(|(k, _)| k == field).map(|(_, v)| v.clone())
+    attributes
+        .iter()
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v.clone())
 }
 
 fn full_match(pattern: &str, value: &str) -> bool {
@@ -49,7 +52,9 @@ fn glob_match(pattern: &str, value: &str) -> bool {
     let mut rest = value;
     for (i, part) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 {
             return rest.ends_with(part);
@@ -99,7 +104,8 @@ pub fn constraints_allow(app: &AppDefinition, offer: &pb::Offer, placed: &Placem
                     return false;
                 }
                 let here_count = values.iter().filter(|v| **v == here).count();
-                let mut counts: std::collections::HashMap<&Option<String>, usize> = Default::default();
+                let mut counts: std::collections::HashMap<&Option<String>, usize> =
+                    Default::default();
                 for v in &values {
                     *counts.entry(v).or_default() += 1;
                 }
@@ -121,7 +127,10 @@ fn usable(app: &AppDefinition, available: &Resources) -> Resources {
     let roles: Vec<&str> = if app.accepted_resource_roles.is_empty() {
         vec!["*"]
     } else {
-        app.accepted_resource_roles.iter().map(String::as_str).collect()
+        app.accepted_resource_roles
+            .iter()
+            .map(String::as_str)
+            .collect()
     };
     available.filter_roles(&roles)
 }
@@ -130,7 +139,12 @@ fn usable(app: &AppDefinition, available: &Resources) -> Resources {
 pub fn fit(app: &AppDefinition, available: &Resources, framework_role: &str) -> Option<Fit> {
     let pool = usable(app, available);
     let mut taken = Resources::new();
-    for (name, amount) in [("cpus", app.cpus), ("mem", app.mem), ("disk", app.disk), ("gpus", app.gpus as f64)] {
+    for (name, amount) in [
+        ("cpus", app.cpus),
+        ("mem", app.mem),
+        ("disk", app.disk),
+        ("gpus", app.gpus as f64),
+    ] {
         if amount > 0.0 {
             let t = pool.take_scalar(name, amount, framework_role)?;
             taken = taken.plus(&t).ok()?;
@@ -144,7 +158,12 @@ pub fn fit(app: &AppDefinition, available: &Resources, framework_role: &str) -> 
     } else {
         app.container
             .as_ref()
-            .map(|c| c.port_mappings().iter().map(|m| m.host_port.unwrap_or(0)).collect())
+            .map(|c| {
+                c.port_mappings()
+                    .iter()
+                    .map(|m| m.host_port.unwrap_or(0))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut host_ports = Vec::with_capacity(wanted);
@@ -173,7 +192,9 @@ pub fn fit(app: &AppDefinition, available: &Resources, framework_role: &str) -> 
     if taken.is_empty() {
         // Marathon apps always take something; a 0-cpu 0-mem app still
         // needs a slot, so take the smallest cpu unit.
-        taken.add(Resource::scalar("cpus", 0.001).with_role("*")).ok()?;
+        taken
+            .add(Resource::scalar("cpus", 0.001).with_role("*"))
+            .ok()?;
         if !pool.contains(&taken) {
             return None;
         }
@@ -210,7 +231,10 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
     }
     vars.push(env_var("PORTS", ports.join(",")));
     let names: Vec<Option<String>> = if app.is_host_networking() {
-        app.port_definitions.iter().map(|p| p.name.clone()).collect()
+        app.port_definitions
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
     } else {
         app.container
             .as_ref()
@@ -221,7 +245,13 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
         if let Some(n) = name {
             let key: String = n
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             vars.push(env_var(&format!("PORT_{key}"), port.clone()));
         }
@@ -231,7 +261,10 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
     vars.push(env_var("MESOS_TASK_ID", task_id.to_string()));
     vars.push(env_var("MARATHON_APP_ID", app.id.to_string()));
     vars.push(env_var("MARATHON_APP_VERSION", version));
-    vars.push(env_var("MARATHON_APP_DOCKER_IMAGE", app.image().unwrap_or("").to_string()));
+    vars.push(env_var(
+        "MARATHON_APP_DOCKER_IMAGE",
+        app.image().unwrap_or("").to_string(),
+    ));
     vars.push(env_var("MARATHON_APP_RESOURCE_CPUS", app.cpus.to_string()));
     vars.push(env_var("MARATHON_APP_RESOURCE_MEM", app.mem.to_string()));
     vars.push(env_var("MARATHON_APP_RESOURCE_DISK", app.disk.to_string()));
@@ -241,7 +274,13 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
     for (k, v) in &app.labels {
         let key: String = k
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         vars.push(env_var(&format!("MARATHON_APP_LABEL_{key}"), v.clone()));
     }

@@ -117,7 +117,7 @@ fn declines_and_suppresses_when_nothing_fits_or_nothing_is_queued() {
 #[test]
 fn scaling_keeps_running_tasks_and_config_change_replaces_them() {
     let a = app(r#"{"id": "/a", "cmd": "sleep 1000", "instances": 2, "cpus": 0.1, "mem": 16}"#);
-    let mut e = engine_with(&[a.clone()]);
+    let mut e = engine_with(std::slice::from_ref(&a));
     let first: Vec<String> = launched(&e.offers(vec![offer(
         "o1",
         "h1",

@@ -246,7 +246,11 @@ mod model {
                     let ModelError::Parse(p) = &e else {
                         unreachable!()
                     };
-                    let expected_status = if kind == ParseErrorKind::Syntax { 400 } else { 422 };
+                    let expected_status = if kind == ParseErrorKind::Syntax {
+                        400
+                    } else {
+                        422
+                    };
                     assert_eq!(e.http_status(), expected_status);
                     assert_eq!(p.kind, kind, "{}", String::from_utf8_lossy(body));
                     if let Some(path) = path {
