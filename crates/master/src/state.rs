@@ -254,6 +254,30 @@ impl MasterState {
                 },
             );
         }
+        // Tasks the master believed ran there but the agent no longer knows
+        // (it restarted without them): the framework must hear they are lost.
+        let missing: Vec<(String, String)> = self
+            .agents
+            .get(id)
+            .map(|a| {
+                a.tasks
+                    .iter()
+                    .filter(|(tid, _)| !tasks.contains_key(*tid))
+                    .map(|(tid, t)| (tid.clone(), t.framework_id.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (task_id, framework_id) in &missing {
+            tracing::warn!(agent = %id, task = %task_id, "re-registered agent no longer runs the task; reporting it lost");
+            self.report(
+                framework_id,
+                task_id,
+                id,
+                TaskState::TaskLost,
+                pb::task_status::Reason::AgentRestarted,
+                "the agent re-registered without this task".into(),
+            );
+        }
         let registered_at = self
             .agents
             .get(id)
@@ -1087,6 +1111,46 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn tasks_missing_from_a_reregistration_are_reported_lost() {
+        let mut s = MasterState::default();
+        let (atx, _arx) = unbounded_channel();
+        let total = Resources::parse("cpus:2;mem:1024").expect("valid");
+        s.attach_agent("a1", &agent_info("h1"), total.clone(), &[], atx, 1);
+        let (ftx, mut frx) = unbounded_channel();
+        s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 2, false);
+        assert_eq!(s.allocate(), 1);
+        let offer_id = s.offers.keys().next().cloned().expect("one offer");
+        s.accept(
+            "f1",
+            pb::call::Accept {
+                offer_ids: vec![pb::OfferId { value: offer_id }],
+                operations: vec![pb::offer::Operation {
+                    operation: Some(pb::offer::operation::Operation::Launch(
+                        pb::offer::operation::Launch {
+                            task_infos: vec![task("t1", 1.0, 512.0)],
+                        },
+                    )),
+                }],
+                filters: None,
+            },
+        );
+        // The agent comes back (restarted) without the task.
+        let (atx2, _arx2) = unbounded_channel();
+        s.attach_agent("a1", &agent_info("h1"), total, &[], atx2, 3);
+        let mut lost = false;
+        while let Ok(Ok(ev)) = frx.try_recv() {
+            if let Some(pb::event::Event::Update(u)) = ev.event {
+                let st = u.status.expect("status");
+                if st.task_id.as_ref().is_some_and(|t| t.value == "t1") {
+                    lost = st.state == TaskState::TaskLost as i32;
+                }
+            }
+        }
+        assert!(lost, "the framework must hear that t1 is lost");
+        assert!(s.agents["a1"].used.is_empty());
     }
 
     #[test]
