@@ -178,9 +178,10 @@ impl BoundMaster {
             peers,
             data_dir: config.data_dir.join("raft"),
             tick: Duration::from_millis(100),
-            election_ticks: 10,
-            heartbeat_ticks: 2,
-            snapshot_interval: 1000,
+            election_ticks: 5,
+            heartbeat_ticks: 1,
+            snapshot_interval: 10_000,
+            snapshot_log_ratio: 1.0,
         };
         let options = StartOptions {
             store: None,

@@ -79,6 +79,12 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Snapshot the state machine and compact the log every N applied entries (0 = never).
     pub snapshot_interval: u64,
+    /// Also wait until the entries applied since the last snapshot add up
+    /// to at least this many times that snapshot's size (0 = no such
+    /// wait). With 1.0 the cost of snapshots stays proportional to the
+    /// bytes written however large the state grows, and the log holds at
+    /// most about the state's size again.
+    pub snapshot_log_ratio: f64,
 }
 
 impl RaftConfig {
@@ -93,6 +99,7 @@ impl RaftConfig {
             election_ticks: 10,
             heartbeat_ticks: 2,
             snapshot_interval: 10_000,
+            snapshot_log_ratio: 1.0,
         }
     }
 
@@ -491,6 +498,11 @@ struct Driver<S> {
     applied: u64,
     applied_shared: Arc<AtomicU64>,
     snapshot_index: u64,
+    snapshot_log_ratio: f64,
+    /// Bytes of entries applied since the last snapshot, and that
+    /// snapshot's size (see [`RaftConfig::snapshot_log_ratio`]).
+    bytes_since_snapshot: u64,
+    last_snapshot_bytes: u64,
     next_seq: u64,
     /// In-flight proposals by log index.
     proposals: BTreeMap<u64, Pending>,
@@ -612,6 +624,9 @@ impl<S: StateMachine> Driver<S> {
             applied: snapshot_index,
             applied_shared,
             snapshot_index,
+            snapshot_log_ratio: config.snapshot_log_ratio,
+            bytes_since_snapshot: 0,
+            last_snapshot_bytes: 0,
             next_seq: 1,
             proposals: BTreeMap::new(),
             reads_deferred: Vec::new(),
@@ -1013,6 +1028,7 @@ impl<S: StateMachine> Driver<S> {
                 },
             };
             self.applied = index;
+            self.bytes_since_snapshot += e.data.len() as u64;
             self.settle(index, &e.context, outcome);
         }
         drop(sm);
@@ -1096,6 +1112,8 @@ impl<S: StateMachine> Driver<S> {
     fn maybe_snapshot(&mut self) -> Result<(), RaftError> {
         if self.snapshot_interval == 0
             || self.applied < self.snapshot_index + self.snapshot_interval
+            || (self.bytes_since_snapshot as f64)
+                < self.snapshot_log_ratio * self.last_snapshot_bytes as f64
         {
             return Ok(());
         }
@@ -1112,6 +1130,8 @@ impl<S: StateMachine> Driver<S> {
         self.store.create_snapshot(index, conf_state, payload)?;
         self.store.compact(index)?;
         self.snapshot_index = index;
+        self.bytes_since_snapshot = 0;
+        self.last_snapshot_bytes = size as u64;
         tracing::info!(
             node = self.id,
             index,

@@ -481,6 +481,8 @@ const LOG_PREFIX: u8 = b'l';
 const KEY_HARD_STATE: &[u8] = b"m:hard_state";
 const KEY_CONF_STATE: &[u8] = b"m:conf_state";
 const KEY_SNAPSHOT: &[u8] = b"m:snapshot";
+/// Name of the sled tree that holds [`KEY_SNAPSHOT`].
+const SNAPSHOT_TREE: &[u8] = b"snapshot";
 const KEY_TRUNCATED: &[u8] = b"m:truncated";
 const USER_META_PREFIX: &str = "u:";
 
@@ -506,6 +508,11 @@ fn log_key_index(key: &[u8]) -> Result<u64, StoreError> {
 /// with `Db::flush`.
 pub struct SledLogStore {
     db: sled::Db,
+    /// The snapshot lives in a tree of its own: sled rewrites a whole leaf
+    /// on every change to any key in it, and next to the hard state (written
+    /// on every batch) a multi-megabyte snapshot turned each fsync into a
+    /// rewrite of the snapshot.
+    snapshots: sled::Tree,
     path: PathBuf,
     cache: Mutex<(RaftState, LogBounds)>,
     syncs: AtomicU64,
@@ -523,8 +530,16 @@ impl SledLogStore {
                 path: path.clone(),
                 source,
             })?;
+        let snapshots = db
+            .open_tree(SNAPSHOT_TREE)
+            .map_err(|source| StoreError::Sled {
+                op: "open snapshot tree",
+                path: path.clone(),
+                source,
+            })?;
         let store = SledLogStore {
             db,
+            snapshots,
             path,
             cache: Mutex::new(Default::default()),
             syncs: AtomicU64::new(0),
@@ -550,6 +565,41 @@ impl SledLogStore {
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
         self.db.get(key).map_err(self.sled_err("get"))
+    }
+
+    fn get_snapshot_raw(&self) -> Result<Option<sled::IVec>, StoreError> {
+        self.snapshots
+            .get(KEY_SNAPSHOT)
+            .map_err(self.sled_err("get snapshot"))
+    }
+
+    /// Apply `batch` to the main tree and, when given, store `snapshot`, in
+    /// one atomic step.
+    fn apply_atomically(
+        &self,
+        batch: sled::Batch,
+        snapshot: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        use sled::transaction::TransactionError;
+        use sled::Transactional;
+        let Some(snapshot) = snapshot else {
+            return self.db.apply_batch(batch).map_err(self.sled_err("write"));
+        };
+        let main: &sled::Tree = &self.db;
+        (main, &self.snapshots)
+            .transaction(|(m, snaps)| {
+                m.apply_batch(&batch)?;
+                snaps.insert(KEY_SNAPSHOT, snapshot.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => (self.sled_err("write"))(source),
+                TransactionError::Abort(()) => StoreError::Sled {
+                    op: "write",
+                    path: self.path.clone(),
+                    source: sled::Error::Unsupported("transaction aborted".into()),
+                },
+            })
     }
 
     fn decode<M: protobuf::Message>(what: &str, bytes: &[u8]) -> Result<M, StoreError> {
@@ -578,7 +628,7 @@ impl SledLogStore {
             bounds.truncated_index = u64::from_be_bytes(i.try_into().expect("split at 8"));
             bounds.truncated_term = u64::from_be_bytes(t.try_into().expect("split at 8"));
         }
-        if let Some(v) = self.get_raw(KEY_SNAPSHOT)? {
+        if let Some(v) = self.get_snapshot_raw()? {
             let snap: Snapshot = Self::decode("snapshot", &v)?;
             bounds.snapshot_index = snap.get_metadata().index;
         }
@@ -647,7 +697,6 @@ impl LogStore for SledLogStore {
             bounds.last_index = meta.index;
             bounds.snapshot_index = meta.index;
             apply_snapshot_to_state(&mut state, snap);
-            b.insert(KEY_SNAPSHOT, encode(snap));
             b.insert(KEY_TRUNCATED, truncated_bytes(meta.index, meta.term));
             b.insert(KEY_HARD_STATE, encode(&state.hard_state));
             b.insert(KEY_CONF_STATE, encode(&state.conf_state));
@@ -672,7 +721,7 @@ impl LogStore for SledLogStore {
             b.insert(KEY_CONF_STATE, encode(&cs));
             state.conf_state = cs;
         }
-        self.db.apply_batch(b).map_err(self.sled_err("write"))?;
+        self.apply_atomically(b, batch.snapshot.as_ref().map(encode))?;
         self.flush()?;
         *cache = (state, bounds);
         Ok(())
@@ -715,7 +764,7 @@ impl LogStore for SledLogStore {
             });
         }
         let snap = build_snapshot(index, term, conf_state, data);
-        self.db
+        self.snapshots
             .insert(KEY_SNAPSHOT, encode(&snap))
             .map_err(self.sled_err("write"))?;
         self.flush()?;
@@ -810,7 +859,7 @@ impl LogStore for SledLogStore {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        match self.get_raw(KEY_SNAPSHOT)? {
+        match self.get_snapshot_raw()? {
             Some(v) => Self::decode("snapshot", &v),
             None => Ok(Snapshot::default()),
         }

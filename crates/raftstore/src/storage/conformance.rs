@@ -59,9 +59,22 @@ impl Harness for SledHarness {
     }
     fn reopen(&mut self) {
         self.store = None;
-        self.store = Some(Arc::new(
-            SledLogStore::open(self.dir.path()).expect("reopen sled store"),
-        ));
+        // sled's background flusher can hold the directory's lock for a
+        // moment after the last handle is dropped (seen under CPU load); a
+        // restarted process never meets this, so wait for it here.
+        let mut attempts = 0;
+        let store = loop {
+            match SledLogStore::open(self.dir.path()) {
+                Ok(s) => break s,
+                Err(e) if attempts < 40 => {
+                    attempts += 1;
+                    eprintln!("reopen sled store: {e}; retrying");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopen sled store: {e}"),
+            }
+        };
+        self.store = Some(Arc::new(store));
     }
 }
 

@@ -53,6 +53,7 @@ pub fn fast_config(id: u64, peers: Vec<(u64, String)>, dir: PathBuf) -> RaftConf
         election_ticks: 10,
         heartbeat_ticks: 2,
         snapshot_interval: 1000,
+        snapshot_log_ratio: 0.0,
     }
 }
 

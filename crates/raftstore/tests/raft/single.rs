@@ -149,3 +149,40 @@ async fn works_on_the_in_memory_store_and_fails_after_shutdown() {
     ));
     assert!(!other.is_leader());
 }
+
+#[tokio::test]
+async fn snapshot_log_ratio_spaces_snapshots_by_bytes_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = solo(dir.path());
+    config.snapshot_interval = 10;
+    config.snapshot_log_ratio = 1.0;
+    let node = RaftHandle::start(config, Journal::default()).await.unwrap();
+    // Each journal entry snapshots larger than its 3-byte command, so after
+    // the first snapshot (at 10 entries) the next one waits for as many
+    // bytes of log as that snapshot holds: 25 more commands are not enough.
+    for i in 0..35 {
+        node.propose(format!("c{i:02}").into_bytes()).await.unwrap();
+    }
+    let store = node.store().unwrap();
+    let first = store.snapshot().unwrap().get_metadata().index;
+    let snapshot_bytes = store.snapshot().unwrap().get_data().len() as u64;
+    assert!(first > 0, "the first snapshot is taken by count alone");
+    assert!(
+        first < 30,
+        "count alone would have snapshotted again at 20 and 30 (snapshot at {first})"
+    );
+    assert!(
+        snapshot_bytes > 25 * 3,
+        "the journal snapshot outweighs 25 commands"
+    );
+    for i in 0..(snapshot_bytes / 3 + 10) {
+        node.propose(format!("d{i:02}").into_bytes()).await.unwrap();
+    }
+    let later = store.snapshot().unwrap().get_metadata().index;
+    assert!(
+        later > first + 25,
+        "a later snapshot follows once enough was written ({first} → {later})"
+    );
+    drop(store);
+    node.shutdown().await;
+}
