@@ -153,6 +153,21 @@ async fn failover<W: Writer>(w: &W, kill: impl FnOnce()) -> Duration {
     }
 }
 
+/// Bytes of every file under `dir` (sled's disk use is watched: DESIGN.md).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn free_ports(n: usize) -> Result<Vec<u16>> {
     meseta_tests::cluster::free_ports(n)
 }
@@ -285,8 +300,10 @@ pub fn run(args: &KvArgs) -> Result<()> {
     let w = Meseta(client.clone());
     let line = runtime.block_on(load(w.clone(), args.clients, args.seconds, args.value_size));
     let mut out = format!(
-        "system=meseta masters={} clients={} {line}",
-        args.masters, args.clients
+        "system=meseta masters={} clients={} {line} disk_mb_per_master={:.1}",
+        args.masters,
+        args.clients,
+        dir_bytes(masters.dir()) as f64 / args.masters.max(1) as f64 / (1024.0 * 1024.0)
     );
     if !args.no_failover {
         let leader = masters.leader()?;
