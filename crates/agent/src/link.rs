@@ -138,11 +138,7 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
     let mut inbound = match client.session(UnboundedReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(status) if status.code() == tonic::Code::Unavailable => {
-            let leader = status
-                .metadata()
-                .get(meseta_proto::LEADER_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
+            let leader = meseta_proto::leader_hint(&status);
             return SessionEnd::NotLeader(leader);
         }
         Err(status) => return SessionEnd::Failed(status.to_string()),
@@ -153,11 +149,7 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
             Ok(Some(m)) => m,
             Ok(None) => break SessionEnd::Closed,
             Err(status) if status.code() == tonic::Code::Unavailable => {
-                let leader = status
-                    .metadata()
-                    .get(meseta_proto::LEADER_METADATA)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
+                let leader = meseta_proto::leader_hint(&status);
                 break SessionEnd::NotLeader(leader);
             }
             Err(_) => break SessionEnd::Closed,

@@ -46,16 +46,9 @@ impl MasterError {
 
 /// UNAVAILABLE with the leader's address in metadata.
 pub fn not_leader_status(leader: Option<&str>) -> tonic::Status {
-    let mut status = tonic::Status::unavailable(format!(
+    let status = tonic::Status::unavailable(format!(
         "not the leading master; leader: {}",
         leader.unwrap_or("unknown")
     ));
-    if let Some(l) = leader {
-        if let Ok(v) = l.parse() {
-            status
-                .metadata_mut()
-                .insert(meseta_proto::LEADER_METADATA, v);
-        }
-    }
-    status
+    meseta_proto::with_leader_hint(status, leader)
 }

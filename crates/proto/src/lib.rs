@@ -10,3 +10,20 @@ pub mod serve;
 
 /// gRPC metadata key in which a follower master names the leader.
 pub const LEADER_METADATA: &str = "meseta-leader";
+
+/// `status` with the leader's `host:port` added in [`LEADER_METADATA`].
+pub fn with_leader_hint(mut status: tonic::Status, leader: Option<&str>) -> tonic::Status {
+    if let Some(value) = leader.and_then(|l| l.parse().ok()) {
+        status.metadata_mut().insert(LEADER_METADATA, value);
+    }
+    status
+}
+
+/// The leader a follower named in `status`, if any.
+pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get(LEADER_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+}

@@ -341,15 +341,7 @@ impl RaftService {
 pub fn error_status(err: &RaftError) -> Status {
     match err {
         RaftError::NotLeader { leader } => {
-            let mut status = Status::unavailable(err.to_string());
-            if let Some(addr) = leader {
-                if let Ok(v) = addr.parse() {
-                    status
-                        .metadata_mut()
-                        .insert(meseta_proto::LEADER_METADATA, v);
-                }
-            }
-            status
+            meseta_proto::with_leader_hint(Status::unavailable(err.to_string()), leader.as_deref())
         }
         RaftError::ChangeMembership { .. } => Status::failed_precondition(err.to_string()),
         RaftError::ProposalDropped { .. } | RaftError::LeadershipLost { .. } => {

@@ -205,6 +205,20 @@ pub fn fit(app: &AppDefinition, available: &Resources, framework_role: &str) -> 
     })
 }
 
+/// A name as an environment variable suffix: upper case, `_` for anything
+/// but letters and digits (`http-api` → `HTTP_API`).
+fn env_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn env_var(name: &str, value: String) -> pb::environment::Variable {
     pb::environment::Variable {
         name: name.to_string(),
@@ -243,16 +257,7 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
     };
     for (name, port) in names.iter().zip(&ports) {
         if let Some(n) = name {
-            let key: String = n
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let key = env_key(n);
             vars.push(env_var(&format!("PORT_{key}"), port.clone()));
         }
     }
@@ -272,16 +277,7 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
     let labels: Vec<&str> = app.labels.keys().map(String::as_str).collect();
     vars.push(env_var("MARATHON_APP_LABELS", labels.join(" ")));
     for (k, v) in &app.labels {
-        let key: String = k
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let key = env_key(k);
         vars.push(env_var(&format!("MARATHON_APP_LABEL_{key}"), v.clone()));
     }
     let (value, shell, arguments) = match (&app.cmd, app.args.is_empty()) {

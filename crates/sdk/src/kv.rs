@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meseta_proto::leader_hint;
 use meseta_proto::v1 as pb;
 use pb::kv_client::KvClient as GrpcKv;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -68,14 +69,6 @@ pub struct KvClient {
     deadline: Duration,
     /// How long one attempt at the leader may take.
     attempt_timeout: Duration,
-}
-
-fn leader_hint(status: &tonic::Status) -> Option<String> {
-    status
-        .metadata()
-        .get(meseta_proto::LEADER_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
 }
 
 /// A refusal that proves the call was not proposed.

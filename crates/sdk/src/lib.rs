@@ -90,14 +90,6 @@ pub fn start(
     (SchedulerClient { inner }, rx)
 }
 
-fn leader_of(status: &tonic::Status) -> Option<String> {
-    status
-        .metadata()
-        .get(meseta_proto::LEADER_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-}
-
 async fn connect(target: &str) -> Result<GrpcClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{target}"))
         .map_err(|e| e.to_string())?
@@ -163,7 +155,7 @@ async fn subscription_loop(
         let mut stream = match client.subscribe(call).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                match leader_of(&status) {
+                match meseta_proto::leader_hint(&status) {
                     Some(l) if status.code() == tonic::Code::Unavailable && l != target => {
                         hint = Some(l)
                     }
