@@ -1,7 +1,9 @@
 //! Replicated masters as separate processes: three `meseta master` on free
 //! loopback ports (each with its own data dir), plus agents and schedulers
 //! pointed at all of them. Masters can be killed with SIGKILL and restarted
-//! from their data dir.
+//! from their data dir. A master can join the running cluster under a new
+//! id ([`Masters::start_joining_master`]), and the `meseta` CLI can be run
+//! against them ([`Masters::cli`]).
 //!
 //! Dropping a [`Masters`] stops the agents with SIGTERM first (so they kill
 //! their tasks), then SIGKILLs every process it started and removes the
@@ -12,7 +14,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
@@ -54,8 +56,12 @@ impl Proc {
 /// Three (or more) masters and what runs against them.
 pub struct Masters {
     dir: tempfile::TempDir,
-    /// Every master's `host:port`, index = node id − 1.
+    /// Every master's `host:port`, index = node id − 1 (masters that
+    /// joined later come after the founding ones).
     pub addrs: Vec<String>,
+    /// How many of `addrs` founded the cluster (the `--masters` list every
+    /// master is started with).
+    founders: usize,
     masters: Vec<Option<Proc>>,
     others: Vec<Proc>,
     task_pids: Vec<i32>,
@@ -91,6 +97,7 @@ impl Masters {
         let mut m = Masters {
             dir: tempfile::tempdir().context("creating the data dir")?,
             addrs,
+            founders: n,
             masters: (0..n).map(|_| None).collect(),
             others: Vec::new(),
             task_pids: Vec::new(),
@@ -113,17 +120,23 @@ impl Masters {
         self.dir.path().join(format!("{name}.{}.log", self.starts))
     }
 
-    /// (Re)start master `i` from its data dir.
+    /// The founding masters' `host:port`, the `--masters` list.
+    pub fn founding_addrs(&self) -> &[String] {
+        &self.addrs[..self.founders]
+    }
+
+    /// (Re)start master `i` from its data dir. A master beyond the founding
+    /// ones is started with `--join --node-id <i + 1>`.
     pub fn start_master(&mut self, i: usize) -> Result<()> {
         if self.masters[i].is_some() {
             bail!("master {i} is already running");
         }
-        let args = vec![
+        let mut args = vec![
             "master".to_string(),
             "--listen".into(),
             self.addrs[i].clone(),
             "--masters".into(),
-            self.addrs.join(","),
+            self.founding_addrs().join(","),
             "--data-dir".into(),
             self.dir
                 .path()
@@ -133,9 +146,66 @@ impl Masters {
             "--agent-reregister-timeout".into(),
             "60".into(),
         ];
+        if i >= self.founders {
+            args.extend(["--join".into(), "--node-id".into(), (i + 1).to_string()]);
+        }
         let log = self.log_path(&format!("master{i}"));
         self.masters[i] = Some(spawn(&format!("master {i}"), &args, &log)?);
         Ok(())
+    }
+
+    /// Start a new master on a fresh port and data dir that joins the
+    /// running cluster (`--masters <founders> --join --node-id <id>`), with
+    /// the next unused id. Returns its index (id − 1); it waits empty until
+    /// the leader adds it (`meseta master membership add`).
+    pub fn start_joining_master(&mut self) -> Result<usize> {
+        let port = free_ports(1)?[0];
+        let i = self.addrs.len();
+        self.addrs.push(format!("127.0.0.1:{port}"));
+        self.masters.push(None);
+        self.start_master(i)?;
+        Ok(i)
+    }
+
+    /// Run the `meseta` CLI with `args` (at most `timeout`), and return its
+    /// standard output; fails with its output when it exits non-zero.
+    pub fn cli(&mut self, args: &[&str], timeout: Duration) -> Result<String> {
+        let out_path = self.log_path("cli.out");
+        let err_path = self.log_path("cli.err");
+        let out = File::create(&out_path).context("creating the cli output file")?;
+        let err = File::create(&err_path).context("creating the cli error file")?;
+        let mut child = Command::new(crate::meseta_binary())
+            .args(args)
+            .env_remove("MESETA_MASTER")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("running meseta {}", args.join(" ")))?;
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().context("waiting for the cli")? {
+                break status;
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "meseta {} did not finish within {timeout:?}",
+                    args.join(" ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        if !status.success() {
+            bail!(
+                "meseta {} failed ({status}): {stderr}{stdout}",
+                args.join(" ")
+            );
+        }
+        Ok(stdout)
     }
 
     /// SIGKILL master `i`.

@@ -314,3 +314,191 @@ fn no_acknowledged_kv_write_is_lost_when_the_leader_dies() -> Result<()> {
     check("after restarting every master")?;
     Ok(())
 }
+
+/// `meseta master membership list` against `master`, as JSON.
+fn membership_list(masters: &mut Masters, master: &str) -> Result<Value> {
+    let out = masters.cli(
+        &["master", "membership", "list", "--master", master],
+        Duration::from_secs(20),
+    )?;
+    serde_json::from_str(&out).with_context(|| format!("membership list printed {out:?}"))
+}
+
+/// The voter ids in a membership answer.
+fn voters(membership: &Value) -> Vec<u64> {
+    membership["voters"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// A dead follower is removed and a new master (started with `--join
+/// --node-id 4`) added through the CLI; the newcomer gets the state by
+/// snapshot, and once the old leader is killed a quorum needs it, so a new
+/// leader and a working KV prove it votes.
+#[test]
+fn a_dead_master_is_replaced_through_the_membership_api() -> Result<()> {
+    Masters::start(3)?.run(replace_a_dead_master)
+}
+
+fn replace_a_dead_master(masters: &mut Masters) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building a runtime")?;
+    let leader = masters.leader()?;
+    let leader_addr = masters.addrs[leader].clone();
+
+    // State before the replacement: an agent in the registry and KV keys.
+    masters.start_agent("cpus:1;mem:256;disk:100;ports:[31000-31010]")?;
+    wait_for("the agent to be in the registry", || {
+        let s = masters.state(leader)?;
+        if s["registered_agents"].as_u64() == Some(1) {
+            Ok(())
+        } else {
+            Err(anyhow!("registered_agents {}", s["registered_agents"]))
+        }
+    })?;
+    let client = meseta_sdk::KvClient::new(masters.addrs.clone());
+    let keys: Vec<(String, String)> = (0..5)
+        .map(|n| (format!("/replace/{n}"), format!("value-{n}")))
+        .collect();
+    for (k, v) in &keys {
+        runtime
+            .block_on(client.put(k, v.clone().into_bytes(), 0))
+            .map_err(|e| anyhow!("put {k}: {e}"))?;
+    }
+
+    // The founding members are ids 1..=3 in --masters order.
+    let before = membership_list(masters, &leader_addr)?;
+    ensure!(
+        voters(&before) == [1, 2, 3],
+        "voters at the start: {before}"
+    );
+    let follower = (leader + 1) % 3;
+    let survivor = (leader + 2) % 3;
+    let dead_id = follower as u64 + 1;
+    ensure!(
+        before["peers"][dead_id.to_string()] == masters.addrs[follower].as_str(),
+        "node {dead_id} is not at {}: {before}",
+        masters.addrs[follower]
+    );
+
+    // kill -9 a follower and remove it.
+    masters.kill_master(follower);
+    masters.cli(
+        &[
+            "master",
+            "membership",
+            "remove",
+            "--id",
+            &dead_id.to_string(),
+            "--master",
+            &leader_addr,
+        ],
+        Duration::from_secs(20),
+    )?;
+    let after_remove = membership_list(masters, &leader_addr)?;
+    ensure!(
+        !voters(&after_remove).contains(&dead_id),
+        "node {dead_id} is still a voter after its removal: {after_remove}"
+    );
+
+    // A new master on a fresh port and data dir joins as node 4.
+    let newcomer = masters.start_joining_master()?;
+    ensure!(newcomer == 3, "the new master got index {newcomer}");
+    let new_addr = masters.addrs[newcomer].clone();
+    wait_for("the joining master to answer /master/state", || {
+        masters.state(newcomer)
+    })?;
+    masters.cli(
+        &[
+            "master",
+            "membership",
+            "add",
+            "--id",
+            "4",
+            "--address",
+            &new_addr,
+            "--master",
+            &leader_addr,
+        ],
+        Duration::from_secs(20),
+    )?;
+
+    // It follows the leader and has the state, by snapshot.
+    wait_for("node 4 to follow the leader with the registry", || {
+        let s = masters.state(newcomer)?;
+        if s["leader"] != leader_addr.as_str() || s["elected"] != Value::Bool(false) {
+            bail!("leader {} elected {}", s["leader"], s["elected"]);
+        }
+        if s["registered_agents"].as_u64() != Some(1) {
+            bail!("registered_agents {}", s["registered_agents"]);
+        }
+        Ok(())
+    })?;
+    wait_for("the membership to be 4 in, the dead node out", || {
+        let m = membership_list(masters, &leader_addr)?;
+        let v = voters(&m);
+        if v.contains(&4) && !v.contains(&dead_id) && v.len() == 3 {
+            Ok(())
+        } else {
+            Err(anyhow!("{m}"))
+        }
+    })?;
+    let own = Api::new(&new_addr);
+    wait_for("node 4's own view of the membership", || {
+        let m = own.get_json("/master/membership")?;
+        let v = voters(&m);
+        // Its address book, from the leader's snapshot, no longer names the
+        // removed member either.
+        let dead_listed = !m["peers"][dead_id.to_string()].is_null();
+        if m["id"] == 4 && v.contains(&4) && !v.contains(&dead_id) && v.len() == 3 && !dead_listed {
+            Ok(())
+        } else {
+            Err(anyhow!("{m}"))
+        }
+    })?;
+    let check_keys = |client: &meseta_sdk::KvClient, what: &str| -> Result<()> {
+        for (k, v) in &keys {
+            let got = runtime
+                .block_on(client.get(k))
+                .map_err(|e| anyhow!("{what}: get {k}: {e}"))?;
+            ensure!(
+                got.as_ref().map(|kv| kv.value.as_slice()) == Some(v.as_bytes()),
+                "{what}: {k} holds {:?}, wrote {v}",
+                got.map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            );
+        }
+        Ok(())
+    };
+    check_keys(&client, "after node 4 joined")?;
+
+    // Kill the original leader: the survivor and node 4 are the only
+    // quorum of {survivor, leader, 4}, so electing anyone needs node 4's vote.
+    masters.kill_master(leader);
+    let new_leader = masters.wait_leader(Some(leader))?;
+    ensure!(
+        new_leader == survivor || new_leader == newcomer,
+        "master {new_leader} leads, not one of the survivors"
+    );
+    let client = meseta_sdk::KvClient::new(vec![masters.addrs[survivor].clone(), new_addr.clone()]);
+    // Reads retry until a leader serves them; the write is then made once.
+    check_keys(&client, "after the old leader died")?;
+    runtime
+        .block_on(client.put("/replace/after", b"node 4 votes".to_vec(), 0))
+        .map_err(|e| anyhow!("put after the failover: {e}"))?;
+    let got = runtime
+        .block_on(client.get("/replace/after"))
+        .map_err(|e| anyhow!("get after the failover: {e}"))?;
+    ensure!(
+        got.as_ref().map(|kv| kv.value.as_slice()) == Some(b"node 4 votes".as_slice()),
+        "/replace/after holds {got:?}"
+    );
+    let last = membership_list(masters, &new_addr)?;
+    ensure!(
+        last["leader"] == masters.addrs[new_leader].as_str(),
+        "membership names another leader than master {new_leader}: {last}"
+    );
+    Ok(())
+}

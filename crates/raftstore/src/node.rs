@@ -533,8 +533,13 @@ impl<S: StateMachine> Driver<S> {
             })?,
             None => BTreeMap::new(),
         };
-        for (pid, addr) in &config.peers {
-            book.insert(*pid, addr.clone());
+        // `--masters` seeds the address book on first start only: later the
+        // stored book (kept by membership changes) is the truth, so a member
+        // removed since is not brought back by a restart with the old list.
+        if book.is_empty() {
+            for (pid, addr) in &config.peers {
+                book.insert(*pid, addr.clone());
+            }
         }
         store.put_meta(
             META_PEERS,
@@ -954,9 +959,13 @@ impl<S: StateMachine> Driver<S> {
         let index = snap.get_metadata().index;
         let (header, data) = decode_snapshot(&snap.data)?;
         {
+            // The snapshot's address book is the cluster's at that index
+            // (removed members are gone from it); keep our own entry.
             let mut book = self.peers.write().expect("peer map lock poisoned");
-            for (id, addr) in header.peers {
-                book.insert(id, addr);
+            let own = book.get(&self.id).cloned();
+            *book = header.peers;
+            if let Some(own) = own {
+                book.entry(self.id).or_insert(own);
             }
         }
         self.persist_peers()?;
