@@ -376,6 +376,12 @@ impl Resources {
 
     /// Add one resource, merging with the entry of the same name and role.
     pub fn add(&mut self, r: Resource) -> Result<(), CoreError> {
+        self.add_ref(&r)
+    }
+
+    /// [`Resources::add`] of a borrowed resource: cloned only when it is
+    /// new to `self`.
+    fn add_ref(&mut self, r: &Resource) -> Result<(), CoreError> {
         if r.value.is_empty() {
             return Ok(());
         }
@@ -388,13 +394,13 @@ impl Resources {
                 let found = existing.value.kind();
                 if !existing.value.add(&r.value) {
                     return Err(CoreError::TypeMismatch {
-                        name: r.name,
+                        name: r.name.clone(),
                         found,
                         expected: r.value.kind(),
                     });
                 }
             }
-            None => self.items.push(r),
+            None => self.items.push(r.clone()),
         }
         Ok(())
     }
@@ -402,9 +408,7 @@ impl Resources {
     /// `self + other`; type mismatches between same-named resources are errors.
     pub fn plus(&self, other: &Resources) -> Result<Resources, CoreError> {
         let mut out = self.clone();
-        for r in &other.items {
-            out.add(r.clone())?;
-        }
+        out.add_all(other)?;
         Ok(out)
     }
 
@@ -439,16 +443,7 @@ impl Resources {
     /// `self - other`, dropping what `self` does not have.
     pub fn saturating_minus(&self, other: &Resources) -> Resources {
         let mut out = self.clone();
-        for o in &other.items {
-            if let Some(x) = out
-                .items
-                .iter_mut()
-                .find(|x| x.name == o.name && x.role == o.role)
-            {
-                x.value.subtract(&o.value);
-            }
-        }
-        out.items.retain(|x| !x.value.is_empty());
+        out.subtract_saturating(other);
         out
     }
 
@@ -456,26 +451,7 @@ impl Resources {
     /// `self`). On a type mismatch `self` keeps what was added before it.
     pub fn add_all(&mut self, other: &Resources) -> Result<(), CoreError> {
         for r in &other.items {
-            if r.value.is_empty() {
-                continue;
-            }
-            match self
-                .items
-                .iter_mut()
-                .find(|x| x.name == r.name && x.role == r.role)
-            {
-                Some(existing) => {
-                    let found = existing.value.kind();
-                    if !existing.value.add(&r.value) {
-                        return Err(CoreError::TypeMismatch {
-                            name: r.name.clone(),
-                            found,
-                            expected: r.value.kind(),
-                        });
-                    }
-                }
-                None => self.items.push(r.clone()),
-            }
+            self.add_ref(r)?;
         }
         Ok(())
     }
