@@ -319,6 +319,30 @@ impl Masters {
         Ok(addr)
     }
 
+    /// Wait until the scheduler at `addr` says in `/v2/info` that it is
+    /// the elected leader of its framework (it may stand by first while a
+    /// previous leader's lease runs out).
+    pub fn wait_scheduler_elected(&self, addr: &str, deadline: Duration) -> Result<()> {
+        let api = Api::new(addr);
+        wait_until(
+            &format!("the scheduler {addr} to be elected"),
+            deadline,
+            POLL,
+            || {
+                let info = api.get_json("/v2/info")?;
+                if info["elected"] == Value::Bool(true) && info["leader"] == addr {
+                    Ok(())
+                } else {
+                    Err(anyhow!(
+                        "elected {} leader {}",
+                        info["elected"],
+                        info["leader"]
+                    ))
+                }
+            },
+        )
+    }
+
     /// SIGKILL the scheduler serving `addr`.
     pub fn kill_scheduler(&mut self, addr: &str) {
         let name = format!("scheduler {addr}");

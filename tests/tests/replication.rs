@@ -2,7 +2,8 @@
 //! kills no task and the scheduler keeps working; a killed master comes
 //! back from its data dir and follows; no acknowledged KV write is lost when
 //! the leader is killed mid-load; all masters restarted at once keep their
-//! state; a restarted scheduler finds its apps and keeps its tasks.
+//! state; a restarted scheduler finds its apps and keeps its tasks; a
+//! standby scheduler proxies to the leader and takes over when it dies.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use meseta_tests::http::Api;
-use meseta_tests::masters::Masters;
+use meseta_tests::masters::{Masters, ELECTION_DEADLINE};
 use meseta_tests::procfs;
 use meseta_tests::wait::{wait_for, wait_until, POLL};
 use serde_json::{json, Value};
@@ -179,7 +180,10 @@ fn failover(masters: &mut Masters) -> Result<()> {
     // A scheduler restarted on another port sees the same apps and keeps the
     // same tasks (it re-subscribes with the stored framework id).
     masters.kill_scheduler(&sched_addr);
-    let sched2 = Api::new(&masters.start_scheduler()?);
+    let sched2_addr = masters.start_scheduler()?;
+    // It stands by until the killed scheduler's leader lease runs out.
+    masters.wait_scheduler_elected(&sched2_addr, ELECTION_DEADLINE)?;
+    let sched2 = Api::new(&sched2_addr);
     let apps = sched2.get_json("/v2/apps")?;
     let mut ids: Vec<&str> = apps["apps"]
         .as_array()
@@ -499,6 +503,120 @@ fn replace_a_dead_master(masters: &mut Masters) -> Result<()> {
     ensure!(
         last["leader"] == masters.addrs[new_leader].as_str(),
         "membership names another leader than master {new_leader}: {last}"
+    );
+    Ok(())
+}
+
+/// Scheduler A leads, B (started second) stands by and proxies to A; after
+/// `kill -9` of A, B takes the leader lease once it runs out, loads the
+/// state, keeps A's task (same pid) and launches new apps.
+#[test]
+fn a_standby_scheduler_takes_over() -> Result<()> {
+    Masters::start(3)?.run(standby_takes_over)
+}
+
+fn standby_takes_over(masters: &mut Masters) -> Result<()> {
+    masters.start_agent("cpus:4;mem:2048;disk:1000;ports:[31000-31100]")?;
+    let a_addr = masters.start_scheduler()?;
+    masters.wait_scheduler_elected(&a_addr, ELECTION_DEADLINE)?;
+    let b_addr = masters.start_scheduler()?;
+    let a = Api::new(&a_addr);
+    let b = Api::new(&b_addr);
+
+    // B stands by and names A.
+    let info = wait_for("B to stand by for A", || {
+        let info = b.get_json("/v2/info")?;
+        if info["elected"] == Value::Bool(false) && info["leader"] == a_addr.as_str() {
+            Ok(info)
+        } else {
+            Err(anyhow!(
+                "elected {} leader {}",
+                info["elected"],
+                info["leader"]
+            ))
+        }
+    })?;
+    for field in ["marathon_config", "zookeeper_config", "http_config"] {
+        ensure!(
+            info[field].is_object(),
+            "B's /v2/info lacks {field}: {info}"
+        );
+    }
+    ensure!(
+        b.get_json("/v2/leader")?["leader"] == a_addr.as_str(),
+        "B's /v2/leader does not name A"
+    );
+    ensure!(
+        a.get_json("/v2/info")?["elected"] == Value::Bool(true),
+        "A does not say it is elected"
+    );
+
+    // A request to B is proxied to A.
+    post_app(
+        &b,
+        &json!({"id": "/kept", "cmd": "sleep 1000", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )?;
+    ensure!(
+        a.get_json("/v2/apps/kept")?["app"]["id"] == "/kept",
+        "the app POSTed to B is not on A"
+    );
+    let tasks = wait_running(&b, "/kept", 1)?;
+    let leader = masters.leader()?;
+    let pids = wait_for("the master to report the task's pid", || {
+        let p = task_pids(masters, leader)?;
+        match tasks
+            .iter()
+            .map(|t| p.get(t).copied())
+            .collect::<Option<Vec<i64>>>()
+        {
+            Some(pids) => Ok(pids),
+            None => Err(anyhow!("pids known: {p:?}")),
+        }
+    })?;
+    for pid in &pids {
+        masters.track_task_pid(*pid as i32);
+    }
+
+    // kill -9 A: B takes over once A's lease runs out.
+    masters.kill_scheduler(&a_addr);
+    masters.wait_scheduler_elected(&b_addr, Duration::from_secs(20))?;
+    ensure!(
+        b.get_json("/v2/leader")?["leader"] == b_addr.as_str(),
+        "B's /v2/leader does not name B"
+    );
+    ensure!(
+        b.get_json("/v2/apps/kept")?["app"]["id"] == "/kept",
+        "B does not see the app"
+    );
+    ensure!(
+        wait_running(&b, "/kept", 1)? == tasks,
+        "the new leader replaced the task"
+    );
+    let after = wait_for("the master to report the task's pid again", || {
+        let p = task_pids(masters, leader)?;
+        match tasks
+            .iter()
+            .map(|t| p.get(t).copied())
+            .collect::<Option<Vec<i64>>>()
+        {
+            Some(pids) => Ok(pids),
+            None => Err(anyhow!("pids known: {p:?}")),
+        }
+    })?;
+    ensure!(after == pids, "the task changed pid: {pids:?} → {after:?}");
+    for pid in &pids {
+        ensure!(procfs::pid_running(*pid as i32), "task pid {pid} died");
+    }
+
+    // The new leader launches new apps.
+    post_app(
+        &b,
+        &json!({"id": "/after-takeover", "cmd": "sleep 1000", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )?;
+    wait_running(&b, "/after-takeover", 1)?;
+    ensure!(
+        running_tasks(&b, "/kept")? == tasks,
+        "the kept app's tasks changed"
     );
     Ok(())
 }

@@ -272,27 +272,46 @@ async fn persisted(shared: &Shared, handler: impl FnOnce() -> Response) -> Respo
 
 async fn info(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let framework_id = shared.engine().framework_id.clone();
-    let address = shared.address.clone();
+    let master = format!("http://{}/", shared.client.master().unwrap_or_default());
+    Json(info_json(
+        &shared.config,
+        &shared.address,
+        true,
+        &shared.address,
+        framework_id,
+        master,
+    ))
+}
+
+/// `/v2/info` of the scheduler at `address` (the leader is `leader`).
+pub(crate) fn info_json(
+    config: &crate::SchedulerConfig,
+    address: &str,
+    elected: bool,
+    leader: &str,
+    framework_id: Option<String>,
+    mesos_leader_ui_url: String,
+) -> Value {
     let (host, port) = address
         .rsplit_once(':')
         .map(|(h, p)| (h.to_string(), p.to_string()))
         .unwrap_or_default();
-    Json(json!({
+    json!({
         "name": "marathon",
         "version": MARATHON_VERSION,
         "buildref": concat!("meseta-", env!("CARGO_PKG_VERSION")),
-        "elected": true,
-        "leader": address,
+        "elected": elected,
+        "leader": leader,
         "frameworkId": framework_id,
         "marathon_config": {
-            "master": shared.config.masters.join(","),
-            "framework_name": shared.config.framework_name,
-            "mesos_role": shared.config.role,
-            "failover_timeout": shared.config.failover_timeout,
+            "master": config.masters.join(","),
+            "framework_name": config.framework_name,
+            "mesos_role": config.role,
+            "failover_timeout": config.failover_timeout,
             "hostname": host,
             "task_launch_timeout": 300000,
             "task_reservation_timeout": 20000,
-            "mesos_leader_ui_url": format!("http://{}/", shared.client.master().unwrap_or_default()),
+            "mesos_leader_ui_url": mesos_leader_ui_url,
             "features": [],
             "checkpoint": true,
             "local_port_min": 10000,
@@ -317,14 +336,17 @@ async fn info(State(shared): State<Arc<Shared>>) -> Json<Value> {
             "https_port": 8443,
         },
         "event_subscriber": null,
-    }))
+    })
 }
 
 async fn leader(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({"leader": shared.address}))
 }
 
-async fn abdicate() -> Response {
+/// `DELETE /v2/leader`: give the lease up; this scheduler stops acting,
+/// stands by and campaigns again (another instance, if any, takes over).
+async fn abdicate(State(shared): State<Arc<Shared>>) -> Response {
+    shared.abdicate.notify_one();
     message(StatusCode::OK, "Leadership abdicated")
 }
 

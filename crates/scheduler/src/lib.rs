@@ -4,6 +4,7 @@
 
 mod api;
 mod driver;
+pub mod election;
 pub mod engine;
 pub mod events;
 pub mod launch;
@@ -16,9 +17,12 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 
+use axum::extract::Request;
+use axum::response::{IntoResponse as _, Response};
 use meseta_proto::v1 as pb;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::{watch, Notify};
 
 use engine::{Action, Engine};
 use events::EventBus;
@@ -77,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) store: store::Store,
     /// Actions held while an API change is being stored.
     held: Mutex<Option<Vec<Action>>>,
+    /// Notified by `DELETE /v2/leader`.
+    pub(crate) abdicate: Arc<Notify>,
 }
 
 impl Shared {
@@ -176,69 +182,237 @@ impl BoundScheduler {
         &self.address
     }
 
-    /// Load the state from the masters' KV store (waiting for a leading
-    /// master), subscribe with the stored framework id (so running tasks are
-    /// kept and reconciled), then serve until `shutdown` resolves. Requests
-    /// that arrive while the state loads wait in the listen queue.
+    /// Serve until `shutdown` resolves: campaign for the leadership of the
+    /// framework name (see [`election`]); while another scheduler leads,
+    /// stand by (answer `/ping`, `/v2/info`, `/v2/leader`, proxy the rest to
+    /// the leader); once elected, load the state from the masters' KV store,
+    /// subscribe with the stored framework id (so running tasks are kept and
+    /// reconciled) and serve `/v2`. A leader that loses its lease, or
+    /// abdicates, stops acting and stands by again. Requests that arrive
+    /// while no leader is known, or while this scheduler loads its state,
+    /// wait (up to [`PENDING_WAIT`]).
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), SchedulerError> {
         let shutdown = shutdown.boxed().shared();
         let config = self.config;
-        let store = store::Store::new(config.masters.clone(), &config.framework_name);
-        let loaded = loop {
-            let attempt = tokio::select! {
-                r = store.load() => r,
-                _ = shutdown.clone() => return Ok(()),
-            };
-            match attempt {
-                Ok(l) => break l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot load the scheduler state from the masters yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = shutdown.clone() => return Ok(()),
+        let address = self.address;
+        let (mode_tx, mode_rx) = watch::channel(Mode::Pending);
+        let front = Front {
+            mode: mode_rx,
+            config: Arc::new(config.clone()),
+            me: Arc::from(address.as_str()),
+            proxy: election::proxy_client(),
+        };
+        let router = axum::Router::new().fallback(move |req: Request| front.clone().dispatch(req));
+        let http = tokio::spawn(meseta_proto::serve::serve(
+            self.listener,
+            router,
+            shutdown.clone(),
+        ));
+        tracing::info!(address = %address, framework = %config.framework_name, "scheduler listening");
+        let election = Arc::new(election::Election::new(
+            config.masters.clone(),
+            &config.framework_name,
+            &address,
+        ));
+        loop {
+            let standby = |leader: &str| {
+                mode_tx.send_if_modified(|m| match m {
+                    Mode::Standby(l) if l == leader => false,
+                    _ => {
+                        tracing::info!(%leader, "standing by: another scheduler leads");
+                        *m = Mode::Standby(leader.to_string());
+                        true
                     }
+                });
+            };
+            let term = tokio::select! {
+                t = election.campaign(standby) => t,
+                _ = shutdown.clone() => break,
+            };
+            mode_tx.send_replace(Mode::Pending);
+            let end = lead(
+                &config,
+                &address,
+                self.info.clone(),
+                &election,
+                term,
+                &mode_tx,
+                shutdown.clone(),
+            )
+            .await;
+            mode_tx.send_replace(Mode::Pending);
+            match end {
+                TermEnd::Shutdown => {
+                    election.revoke(term.lease).await;
+                    tracing::info!("leader lease revoked on shutdown");
+                    break;
+                }
+                TermEnd::Abdicated => {
+                    election.revoke(term.lease).await;
+                    tracing::warn!("abdicated: leader lease revoked; standing by");
+                }
+                TermEnd::Lost(why) => {
+                    tracing::error!(reason = %why, "lost the leadership; stopped acting, standing by");
+                    election.revoke(term.lease).await;
                 }
             }
-        };
-        tracing::info!(
-            apps = loaded.apps.len(),
-            tasks = loaded.tasks.len(),
-            deployments = loaded.deployments.len(),
-            framework_id = ?loaded.framework_id,
-            "scheduler state loaded from the masters"
-        );
-        let events = EventBus::default();
-        let mut engine = Engine::new(&config.role, events.clone());
-        let framework_id = loaded.framework_id.clone();
-        store::restore(&mut engine, loaded);
-        let (client, sdk_events) =
-            meseta_sdk::start(config.masters.clone(), self.info, framework_id, false);
-        let (actions_tx, actions_rx) = unbounded_channel();
-        let shared = Arc::new(Shared {
-            engine: Mutex::new(engine),
-            actions: actions_tx,
-            events,
-            config,
-            address: self.address,
-            client,
-            store,
-            held: Mutex::new(None),
-        });
-        let driver = driver::Driver {
-            sdk_events,
-            actions: actions_rx,
-        };
-        tracing::info!(address = %shared.address, framework = %shared.config.framework_name, "scheduler listening");
-        let driver = tokio::spawn(driver.run(shared.clone()));
-        let addr = shared.address.clone();
-        let result =
-            meseta_proto::serve::serve(self.listener, api::service(shared.clone()), shutdown)
-                .await
-                .map_err(|source| SchedulerError::Serve { addr, source });
-        driver.abort();
-        result
+        }
+        let addr = address.clone();
+        match http.await {
+            Ok(r) => r.map_err(|source| SchedulerError::Serve { addr, source }),
+            Err(e) => Err(SchedulerError::Serve {
+                addr,
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
     }
+}
+
+/// How long a request waits for a leader to be known (or for this
+/// scheduler to finish loading) before it is answered 503.
+pub const PENDING_WAIT: Duration = Duration::from_secs(15);
+
+/// What the HTTP front does with requests.
+#[derive(Clone)]
+enum Mode {
+    /// No leader known yet, or this scheduler is loading its state: wait.
+    Pending,
+    /// Another scheduler (`host:port`) leads.
+    Standby(String),
+    /// This scheduler leads: its `/v2` router.
+    Leader(axum::Router),
+}
+
+#[derive(Clone)]
+struct Front {
+    mode: watch::Receiver<Mode>,
+    config: Arc<SchedulerConfig>,
+    me: Arc<str>,
+    proxy: reqwest::Client,
+}
+
+impl Front {
+    async fn dispatch(mut self, req: Request) -> Response {
+        let me = self.me.clone();
+        // A leader key naming this very address is a previous run's lease:
+        // wait for it to expire like for an unknown leader.
+        let ready = |m: &Mode| match m {
+            Mode::Pending => false,
+            Mode::Standby(l) => **l != *me,
+            Mode::Leader(_) => true,
+        };
+        let mode =
+            match tokio::time::timeout(PENDING_WAIT, self.mode.wait_for(ready)).await {
+                Ok(Ok(m)) => m.clone(),
+                _ => return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(
+                        serde_json::json!({"message": "Could not determine the current leader"}),
+                    ),
+                )
+                    .into_response(),
+            };
+        match mode {
+            Mode::Leader(router) => match tower::ServiceExt::oneshot(router, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            },
+            Mode::Standby(leader) => {
+                election::standby(&self.config, &self.me, &leader, &self.proxy, req).await
+            }
+            Mode::Pending => unreachable!("waited for a mode other than Pending"),
+        }
+    }
+}
+
+/// How a leadership term ended.
+enum TermEnd {
+    Shutdown,
+    Abdicated,
+    Lost(String),
+}
+
+/// Lead while `term`'s lease is held: load the state, subscribe, drive and
+/// serve `/v2` (through `mode`), until the lease is lost, this scheduler
+/// abdicates or `shutdown` resolves. Then stop acting: no call to the master
+/// and no write to the store is made by this term afterwards.
+async fn lead(
+    config: &SchedulerConfig,
+    address: &str,
+    info: pb::FrameworkInfo,
+    election: &election::Election,
+    term: election::Term,
+    mode: &watch::Sender<Mode>,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) -> TermEnd {
+    let keeper = election.hold(term);
+    tokio::pin!(keeper);
+    let store = store::Store::new(config.masters.clone(), &config.framework_name);
+    let loaded = loop {
+        let attempt = tokio::select! {
+            r = store.load() => r,
+            why = &mut keeper => return TermEnd::Lost(why),
+            _ = shutdown.clone() => return TermEnd::Shutdown,
+        };
+        match attempt {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the scheduler state from the masters yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    why = &mut keeper => return TermEnd::Lost(why),
+                    _ = shutdown.clone() => return TermEnd::Shutdown,
+                }
+            }
+        }
+    };
+    tracing::info!(
+        apps = loaded.apps.len(),
+        tasks = loaded.tasks.len(),
+        deployments = loaded.deployments.len(),
+        framework_id = ?loaded.framework_id,
+        "scheduler state loaded from the masters"
+    );
+    let events = EventBus::default();
+    let mut engine = Engine::new(&config.role, events.clone());
+    let framework_id = loaded.framework_id.clone();
+    store::restore(&mut engine, loaded);
+    let (client, sdk_events) = meseta_sdk::start(config.masters.clone(), info, framework_id, false);
+    let (actions_tx, actions_rx) = unbounded_channel();
+    let abdicate = Arc::new(Notify::new());
+    let shared = Arc::new(Shared {
+        engine: Mutex::new(engine),
+        actions: actions_tx,
+        events,
+        config: config.clone(),
+        address: address.to_string(),
+        client,
+        store,
+        held: Mutex::new(None),
+        abdicate: abdicate.clone(),
+    });
+    let driver = driver::Driver {
+        sdk_events,
+        actions: actions_rx,
+    };
+    let driver = tokio::spawn(driver.run(shared.clone()));
+    mode.send_replace(Mode::Leader(api::service(shared.clone())));
+    tracing::info!(address = %address, "leading: serving /v2");
+    let end = tokio::select! {
+        why = &mut keeper => TermEnd::Lost(why),
+        _ = abdicate.notified() => TermEnd::Abdicated,
+        _ = shutdown.clone() => TermEnd::Shutdown,
+    };
+    // Stop acting: new requests wait (the caller switches the mode), the
+    // driver (the only caller of the master) stops, and the store refuses
+    // writes: after waiting for the one in flight, unless the lease may be
+    // gone already.
+    mode.send_replace(Mode::Pending);
+    driver.abort();
+    let _ = driver.await;
+    shared.store.fence(!matches!(end, TermEnd::Lost(_))).await;
+    end
 }

@@ -17,6 +17,7 @@
 //! their answer, so a failed write can be undone before anyone else writes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -34,6 +35,9 @@ pub enum StoreError {
     Kv(#[from] KvClientError),
     #[error("stored {key} does not decode: {reason}")]
     Decode { key: String, reason: String },
+    /// This scheduler stopped leading: it writes nothing any more.
+    #[error("this scheduler is no longer the leader")]
+    Fenced,
 }
 
 /// A task's facts that survive a scheduler restart.
@@ -83,11 +87,14 @@ pub struct Store {
     kv: KvClient,
     prefix: String,
     written: tokio::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Set when this scheduler stops leading ([`Store::fence`]).
+    fenced: AtomicBool,
 }
 
 /// Exclusive right to write; see the module doc.
 pub struct StoreGuard<'a> {
     kv: &'a KvClient,
+    fenced: &'a AtomicBool,
     written: tokio::sync::MutexGuard<'a, BTreeMap<String, Vec<u8>>>,
 }
 
@@ -98,6 +105,19 @@ impl Store {
             kv: KvClient::new(masters).with_deadline(Duration::from_secs(5)),
             prefix: format!("/meseta/frameworks/{framework_name}/"),
             written: tokio::sync::Mutex::new(BTreeMap::new()),
+            fenced: AtomicBool::new(false),
+        }
+    }
+
+    /// Refuse every later write. With `wait`, first wait (at most 6 s) for
+    /// the write in progress, if any, so that none is in flight after this.
+    pub async fn fence(&self, wait: bool) {
+        if wait {
+            let gate = tokio::time::timeout(Duration::from_secs(6), self.written.lock()).await;
+            self.fenced.store(true, Ordering::SeqCst);
+            drop(gate);
+        } else {
+            self.fenced.store(true, Ordering::SeqCst);
         }
     }
 
@@ -167,6 +187,7 @@ impl Store {
     pub async fn lock(&self) -> StoreGuard<'_> {
         StoreGuard {
             kv: &self.kv,
+            fenced: &self.fenced,
             written: self.written.lock().await,
         }
     }
@@ -191,6 +212,9 @@ impl StoreGuard<'_> {
         let changes = puts.len() + deletes.len();
         if changes == 0 {
             return Ok(0);
+        }
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(StoreError::Fenced);
         }
         let kv = self.kv;
         let put_results = futures::future::join_all(puts.into_iter().map(|(k, v)| async move {
