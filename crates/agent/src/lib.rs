@@ -145,7 +145,7 @@ impl BoundAgent {
         let address = config
             .advertise
             .clone()
-            .unwrap_or_else(|| advertised(local, &hostname));
+            .unwrap_or_else(|| meseta_proto::serve::advertised(local));
         let agent_id = link::load_agent_id(&config.work_dir);
         tracing::info!(
             address = %address,
@@ -190,15 +190,5 @@ impl BoundAgent {
         retry_task.abort();
         tasks::kill_all(&agent).await;
         result
-    }
-}
-
-/// How others dial a bound address: `0.0.0.0` becomes loopback when the
-/// hostname is local, else the hostname.
-fn advertised(addr: SocketAddr, _hostname: &str) -> String {
-    if addr.ip().is_unspecified() {
-        format!("127.0.0.1:{}", addr.port())
-    } else {
-        addr.to_string()
     }
 }

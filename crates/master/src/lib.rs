@@ -141,7 +141,7 @@ impl BoundMaster {
         let address = config
             .advertise
             .clone()
-            .unwrap_or_else(|| advertised(local));
+            .unwrap_or_else(|| meseta_proto::serve::advertised(local));
         let masters = if config.masters.is_empty() {
             vec![address.clone()]
         } else {
@@ -221,15 +221,6 @@ impl BoundMaster {
         leases.abort();
         master.raft.clone().shutdown().await;
         result
-    }
-}
-
-/// A bound address as others should dial it: `0.0.0.0` becomes loopback.
-pub fn advertised(addr: SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("127.0.0.1:{}", addr.port())
-    } else {
-        addr.to_string()
     }
 }
 

@@ -13,6 +13,16 @@ use tokio::net::{TcpListener, TcpStream};
 /// streams still open then are dropped.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// A bound address as other processes should dial it: an unspecified IP
+/// (`0.0.0.0`, `::`) becomes loopback.
+pub fn advertised(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
 /// Serve `router` on `listener` until `shutdown` resolves, then give open
 /// connections [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve(

@@ -150,11 +150,7 @@ impl BoundScheduler {
                 addr: config.listen.to_string(),
                 source,
             })?;
-        let address = if local.ip().is_unspecified() {
-            format!("127.0.0.1:{}", local.port())
-        } else {
-            local.to_string()
-        };
+        let address = meseta_proto::serve::advertised(local);
         let hostname = address
             .rsplit_once(':')
             .map(|(h, _)| h.to_string())
