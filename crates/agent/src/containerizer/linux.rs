@@ -338,13 +338,7 @@ impl Containerizer for LinuxContainerizer {
             if inner.containers().contains_key(&info.container_id) {
                 return Err(ContainerizerError::ContainerExists(info.container_id));
             }
-            let raw_pid = i32::try_from(info.pid)
-                .ok()
-                .filter(|pid| *pid > 0)
-                .ok_or_else(|| ContainerizerError::InvalidSpec {
-                    task_id: info.task_id.clone(),
-                    reason: format!("invalid pid {}", info.pid),
-                })?;
+            let raw_pid = info.recovered_pid()?;
             let pid = Pid::from_raw(raw_pid);
             let (cgroup, pidfd) = {
                 let inner = inner.clone();

@@ -130,6 +130,20 @@ pub struct ContainerInfo {
     pub cgroups: Vec<PathBuf>,
 }
 
+impl ContainerInfo {
+    /// The checkpointed pid as a raw pid to re-attach to; checkpoints come
+    /// from disk, so 0 or out-of-range values are refused.
+    pub(crate) fn recovered_pid(&self) -> Result<i32, ContainerizerError> {
+        i32::try_from(self.pid)
+            .ok()
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| ContainerizerError::InvalidSpec {
+                task_id: self.task_id.clone(),
+                reason: format!("invalid pid {}", self.pid),
+            })
+    }
+}
+
 /// Starts, signals and cleans up task containers.
 pub trait Containerizer: Send + Sync + 'static {
     /// `"linux"` or `"posix"`: the `--isolation` value this implements.

@@ -215,13 +215,7 @@ impl Containerizer for PosixContainerizer {
         let containers = self.containers.clone();
         async move {
             validate_container_id(&info.container_id)?;
-            let raw_pid = i32::try_from(info.pid)
-                .ok()
-                .filter(|pid| *pid > 0)
-                .ok_or_else(|| ContainerizerError::InvalidSpec {
-                    task_id: info.task_id.clone(),
-                    reason: format!("invalid pid {}", info.pid),
-                })?;
+            let raw_pid = info.recovered_pid()?;
             // Open the pidfd first, then check the process still leads the
             // task's session: the pidfd then names the task's shell, not a
             // process that reused its pid.
