@@ -256,13 +256,20 @@ impl MasterState {
         }
         // Tasks the master believed ran there but the agent no longer knows
         // (it restarted without them): the framework must hear they are lost.
+        // A task the agent reports as ended is not lost: the agent still
+        // holds its terminal update and delivers it once registered.
+        let reported: std::collections::HashSet<&str> = running
+            .iter()
+            .filter_map(|rt| rt.task.as_ref()?.task_id.as_ref())
+            .map(|t| t.value.as_str())
+            .collect();
         let missing: Vec<(String, String)> = self
             .agents
             .get(id)
             .map(|a| {
                 a.tasks
                     .iter()
-                    .filter(|(tid, _)| !tasks.contains_key(*tid))
+                    .filter(|(tid, _)| !reported.contains(tid.as_str()))
                     .map(|(tid, t)| (tid.clone(), t.framework_id.clone()))
                     .collect()
             })
@@ -1151,6 +1158,50 @@ mod tests {
         }
         assert!(lost, "the framework must hear that t1 is lost");
         assert!(s.agents["a1"].used.is_empty());
+    }
+
+    #[test]
+    fn tasks_that_ended_while_the_agent_was_down_are_not_reported_lost() {
+        let mut s = MasterState::default();
+        let (atx, _arx) = unbounded_channel();
+        let total = Resources::parse("cpus:2;mem:1024").expect("valid");
+        s.attach_agent("a1", &agent_info("h1"), total.clone(), &[], atx, 1);
+        let (ftx, mut frx) = unbounded_channel();
+        s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 2, false);
+        assert_eq!(s.allocate(), 1);
+        let offer_id = s.offers.keys().next().cloned().expect("one offer");
+        s.accept(
+            "f1",
+            pb::call::Accept {
+                offer_ids: vec![pb::OfferId { value: offer_id }],
+                operations: vec![pb::offer::Operation {
+                    operation: Some(pb::offer::operation::Operation::Launch(
+                        pb::offer::operation::Launch {
+                            task_infos: vec![task("t1", 1.0, 512.0)],
+                        },
+                    )),
+                }],
+                filters: None,
+            },
+        );
+        // The agent restarted; the task finished meanwhile and its terminal
+        // update is still unacknowledged on the agent.
+        let ended = pb::RunningTask {
+            framework_id: Some(pb::FrameworkId { value: "f1".into() }),
+            task: Some(task("t1", 1.0, 512.0)),
+            state: TaskState::TaskFinished as i32,
+            latest_status: None,
+        };
+        let (atx2, _arx2) = unbounded_channel();
+        s.attach_agent("a1", &agent_info("h1"), total, &[ended], atx2, 3);
+        while let Ok(Ok(ev)) = frx.try_recv() {
+            if let Some(pb::event::Event::Update(u)) = ev.event {
+                let st = u.status.expect("status");
+                assert_ne!(st.state, TaskState::TaskLost as i32, "{st:?}");
+            }
+        }
+        assert!(s.agents["a1"].used.is_empty());
+        assert!(s.agents["a1"].tasks.is_empty());
     }
 
     #[test]
