@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use cgroups_rs::cpu::CpuController;
 use cgroups_rs::hierarchies::{self, V1};
 use cgroups_rs::memory::MemController;
-use cgroups_rs::{Cgroup, CgroupPid, Controllers};
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{Cgroup, CgroupPid, Controllers, MaxValue};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{access, AccessFlags, Pid};
 
@@ -49,6 +50,9 @@ pub(crate) struct Limits {
     pub mem_mb: f64,
     /// Hard CPU cap with the CFS quota, on top of the shares.
     pub cfs_quota: bool,
+    /// `pids.max`: at most this many processes and threads in the
+    /// container (None: no limit, or no pids controller).
+    pub pids_max: Option<u64>,
 }
 
 impl Limits {
@@ -157,6 +161,27 @@ impl CgroupRoot {
 
     pub fn is_v2(&self) -> bool {
         self.v2
+    }
+
+    /// Whether the pids controller is attached (it is optional).
+    pub fn has_pids(&self) -> bool {
+        self.controllers.iter().any(|c| c == "pids")
+    }
+
+    /// The ids of the containers whose cgroups exist under the root, in any
+    /// hierarchy used.
+    pub fn container_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .mounts
+            .iter()
+            .filter_map(|(_, mount)| fs::read_dir(mount.join(&self.root)).ok())
+            .flat_map(|entries| entries.filter_map(|e| e.ok()))
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Creates `<root>` in every hierarchy used and, on v2, enables the
@@ -356,7 +381,41 @@ impl TaskCgroup {
                     .map_err(|e| write_error("memory.memsw.limit_in_bytes", e))?;
             }
         }
+        if let Some(max) = limits.pids_max {
+            if let Some(pids) = self.cgroup.controller_of::<PidController>() {
+                pids.set_pid_max(MaxValue::Value(i64::try_from(max).unwrap_or(i64::MAX)))
+                    .map_err(|e| write_error("pids.max", e))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The container's cpu time (user, system) in seconds and resident
+    /// memory in bytes, read from cgroupfs (v1 `cpuacct.stat` and
+    /// `memory.stat` `total_rss`; v2 `cpu.stat` and `memory.stat` `anon`).
+    pub fn usage(&self) -> (f64, f64, u64) {
+        let read = |dir: &Path, file: &str| fs::read_to_string(dir.join(file)).ok();
+        let (user, system) = if self.v2 {
+            let text = read(&self.dirs[0], "cpu.stat").unwrap_or_default();
+            let usec = |key| parse_keyed(&text, key).unwrap_or(0) as f64 / 1e6;
+            (usec("user_usec"), usec("system_usec"))
+        } else {
+            let ticks = super::procfs::ticks_per_second();
+            let text = self
+                .dirs
+                .iter()
+                .find_map(|dir| read(dir, "cpuacct.stat"))
+                .unwrap_or_default();
+            let secs = |key| parse_keyed(&text, key).unwrap_or(0) as f64 / ticks;
+            (secs("user"), secs("system"))
+        };
+        let stat = read(&self.memory_dir, "memory.stat").unwrap_or_default();
+        let rss = if self.v2 {
+            parse_keyed(&stat, "anon")
+        } else {
+            parse_keyed(&stat, "total_rss").or_else(|| parse_keyed(&stat, "rss"))
+        };
+        (user, system, rss.unwrap_or(0))
     }
 
     fn dir_of(&self, file: &str) -> &Path {
@@ -507,6 +566,7 @@ mod tests {
             cpus,
             mem_mb: 64.0,
             cfs_quota: false,
+            pids_max: None,
         };
         assert_eq!(limits(1.0).cpu_shares(), 1024);
         assert_eq!(limits(0.5).cpu_shares(), 512);
@@ -526,6 +586,7 @@ mod tests {
             cpus: 1.0,
             mem_mb,
             cfs_quota: false,
+            pids_max: None,
         };
         assert_eq!(limits(64.0).memory_bytes(), 64 * 1024 * 1024);
         assert_eq!(limits(1.0).memory_bytes(), 32 * 1024 * 1024);

@@ -4,8 +4,9 @@
 //! namespaces that immediately execs the agent's own binary as
 //!
 //! ```text
-//! <exe> __task-init --sync-fd N --status-fd M --sandbox DIR [--status-file PATH]
-//!                   [--hostname NAME] [--namespaces] -- COMMAND
+//! <exe> __task-init --sync-fd N [--status-fd M] --sandbox DIR [--status-file PATH]
+//!                   [--hostname NAME] [--namespaces] [--uid U --gid G [--groups G1,G2]]
+//!                   -- COMMAND
 //! ```
 //!
 //! with the task's environment as its environment, stdin on `/dev/null` and
@@ -17,16 +18,21 @@
 //! 2. with `--namespaces` (the init must then be PID 1): makes every mount
 //!    private, mounts a fresh `/proc` so the task sees only its own
 //!    processes, and sets the hostname;
-//! 3. changes into the sandbox and forks `/bin/sh -c COMMAND` in a session of
-//!    its own, with the default signal mask and dispositions;
+//! 3. changes into the sandbox and forks `/bin/sh -c COMMAND` with the default
+//!    signal mask and dispositions, in a session of its own (as PID 1) or in a
+//!    process group of its own inside the init's session (without
+//!    namespaces, so that killing the init's session reaches it); with
+//!    `--uid`, the child sets its supplementary groups, gid and uid before
+//!    the exec, and a failure to do so ends the launch (the command never
+//!    runs as the init's user by mistake);
 //! 4. forwards SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to every
 //!    process of the namespace (`kill(-1, sig)`; without namespaces, to the
 //!    command's process group), and reaps every zombie;
-//! 5. when the command exits, writes its status to `--status-file` (if
-//!    given; read by an agent that restarted meanwhile) and to `--status-fd`
-//!    (`exit:N`, `signal:N`, or `error:MESSAGE` if the init itself failed) and
-//!    exits with the command's code, or 128 + signal. As PID 1, its exit makes
-//!    the kernel kill whatever is left in the namespace.
+//! 5. when the command exits, writes its status (`exit:N`, `signal:N`, or
+//!    `error:MESSAGE` if the init itself failed) durably to `--status-file`
+//!    (read by an agent that restarted meanwhile) and to `--status-fd` (if
+//!    given) and exits with the command's code, or 128 + signal. As PID 1,
+//!    its exit makes the kernel kill whatever is left in the namespace.
 //!
 //! The init is single-threaded (the binary must call [`main`] before starting
 //! any runtime), so it may fork freely.
@@ -39,11 +45,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::{kill, killpg, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{chdir, execv, fork, getpid, read, sethostname, setsid, write, ForkResult, Pid};
+use nix::unistd::{
+    chdir, execv, fork, getpid, pipe2, read, setgid, setgroups, sethostname, setpgid, setsid,
+    setuid, write, ForkResult, Gid, Pid, Uid,
+};
 
 use super::TASK_INIT_SUBCOMMAND;
 
@@ -60,13 +69,22 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// Who the command runs as, when the init must switch to another user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's groups, as `initgroups` would set).
+    pub groups: Vec<u32>,
+}
+
 /// The command line of the init (after `__task-init`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitArgs {
     /// Read end of the release pipe.
     pub sync_fd: RawFd,
-    /// Write end of the status pipe.
-    pub status_fd: RawFd,
+    /// Write end of the status pipe, when the launcher reads one.
+    pub status_fd: Option<RawFd>,
     pub sandbox: PathBuf,
     /// Where the status line is also written, for an agent that restarted
     /// while the task ran.
@@ -74,20 +92,22 @@ pub struct InitArgs {
     pub hostname: Option<String>,
     /// Set up the namespaces (mounts, /proc, hostname); requires PID 1.
     pub namespaces: bool,
+    /// Switch to this user before exec'ing the command.
+    pub user: Option<InitUser>,
     pub command: String,
 }
 
 impl InitArgs {
     /// The arguments that follow `__task-init`.
     pub fn to_args(&self) -> Vec<Vec<u8>> {
-        let mut args: Vec<Vec<u8>> = vec![
-            b"--sync-fd".to_vec(),
-            self.sync_fd.to_string().into_bytes(),
-            b"--status-fd".to_vec(),
-            self.status_fd.to_string().into_bytes(),
-            b"--sandbox".to_vec(),
-            self.sandbox.as_os_str().as_bytes().to_vec(),
-        ];
+        let mut args: Vec<Vec<u8>> =
+            vec![b"--sync-fd".to_vec(), self.sync_fd.to_string().into_bytes()];
+        if let Some(status_fd) = self.status_fd {
+            args.push(b"--status-fd".to_vec());
+            args.push(status_fd.to_string().into_bytes());
+        }
+        args.push(b"--sandbox".to_vec());
+        args.push(self.sandbox.as_os_str().as_bytes().to_vec());
         if let Some(status_file) = &self.status_file {
             args.push(b"--status-file".to_vec());
             args.push(status_file.as_os_str().as_bytes().to_vec());
@@ -98,6 +118,17 @@ impl InitArgs {
         }
         if self.namespaces {
             args.push(b"--namespaces".to_vec());
+        }
+        if let Some(user) = &self.user {
+            args.push(b"--uid".to_vec());
+            args.push(user.uid.to_string().into_bytes());
+            args.push(b"--gid".to_vec());
+            args.push(user.gid.to_string().into_bytes());
+            if !user.groups.is_empty() {
+                let groups: Vec<String> = user.groups.iter().map(u32::to_string).collect();
+                args.push(b"--groups".to_vec());
+                args.push(groups.join(",").into_bytes());
+            }
         }
         args.push(b"--".to_vec());
         args.push(self.command.as_bytes().to_vec());
@@ -112,6 +143,7 @@ impl InitArgs {
             args.next();
         }
         let (mut sync_fd, mut status_fd, mut sandbox, mut hostname) = (None, None, None, None);
+        let (mut uid, mut gid, mut groups) = (None, None, Vec::new());
         let mut status_file = None;
         let mut namespaces = false;
         let mut command = None;
@@ -128,6 +160,15 @@ impl InitArgs {
                 "--status-file" => status_file = Some(PathBuf::from(value("--status-file")?)),
                 "--hostname" => hostname = Some(value("--hostname")?),
                 "--namespaces" => namespaces = true,
+                "--uid" => uid = Some(parse_id("--uid", &value("--uid")?)?),
+                "--gid" => gid = Some(parse_id("--gid", &value("--gid")?)?),
+                "--groups" => {
+                    groups = value("--groups")?
+                        .split(',')
+                        .filter(|g| !g.is_empty())
+                        .map(|g| parse_id("--groups", g))
+                        .collect::<Result<_, _>>()?
+                }
                 "--" => {
                     command = Some(value("--")?);
                     if args.next().is_some() {
@@ -137,16 +178,28 @@ impl InitArgs {
                 other => return Err(format!("unexpected argument '{other}'")),
             }
         }
+        let user = match (uid, gid) {
+            (Some(uid), Some(gid)) => Some(InitUser { uid, gid, groups }),
+            (None, None) if groups.is_empty() => None,
+            _ => return Err("--uid and --gid go together (and --groups needs them)".into()),
+        };
         Ok(InitArgs {
             sync_fd: sync_fd.ok_or("--sync-fd is required")?,
-            status_fd: status_fd.ok_or("--status-fd is required")?,
+            status_fd,
             sandbox: sandbox.ok_or("--sandbox is required")?,
             status_file,
             hostname,
             namespaces,
+            user,
             command: command.ok_or("a command must follow --")?,
         })
     }
+}
+
+fn parse_id(name: &str, value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .map_err(|_| format!("{name} must be a numeric id, got '{value}'"))
 }
 
 fn parse_fd(name: &str, value: &str) -> Result<RawFd, String> {
@@ -214,12 +267,23 @@ pub fn main(args: &[String]) -> i32 {
     // SAFETY: the launcher passed these descriptors to this process for the
     // init alone; nothing else in this process owns them. `take_fd` checks
     // that they are open before taking ownership.
-    let (sync, status) = match unsafe { (take_fd(args.sync_fd), take_fd(args.status_fd)) } {
-        (Ok(sync), Ok(status)) => (sync, status),
-        (Err(e), _) | (_, Err(e)) => {
+    let sync = match unsafe { take_fd(args.sync_fd) } {
+        Ok(sync) => sync,
+        Err(e) => {
             eprintln!("meseta-init: {e}");
             return INIT_FAILURE_EXIT_CODE;
         }
+    };
+    let status = match args.status_fd {
+        // SAFETY: as above.
+        Some(fd) => match unsafe { take_fd(fd) } {
+            Ok(status) => Some(status),
+            Err(e) => {
+                eprintln!("meseta-init: {e}");
+                return INIT_FAILURE_EXIT_CODE;
+            }
+        },
+        None => None,
     };
     let outcome = match wait_for_release(&sync) {
         Ok(true) => {
@@ -235,13 +299,23 @@ pub fn main(args: &[String]) -> i32 {
     }
     let line = format!("{outcome}\n");
     if let Some(path) = &args.status_file {
-        if let Err(e) = std::fs::write(path, &line) {
+        if let Err(e) = write_durably(path, line.as_bytes()) {
             eprintln!("meseta-init: failed to write {}: {e}", path.display());
         }
     }
     // The agent may be gone (EPIPE); the exit code still tells the story.
-    let _ = write_all(&status, line.as_bytes());
+    if let Some(status) = &status {
+        let _ = write_all(status, line.as_bytes());
+    }
     outcome.exit_code()
+}
+
+/// Writes `bytes` to `path` and syncs it: the status must survive a crash
+/// of the host's agent, which reads it after its restart.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Takes ownership of an inherited descriptor and keeps it from the command.
@@ -319,14 +393,28 @@ fn run(args: &InitArgs) -> Result<CommandStatus, String> {
             .map_err(|_| "the command contains a NUL byte".to_string())?,
     ];
 
+    // The child reports a failure before exec (a user it cannot become)
+    // here; the pipe closes empty when the exec succeeds.
+    let (error_read, error_write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("failed to create a pipe: {e}"))?;
     let _ = std::io::stdout().flush();
     // SAFETY: the init is single-threaded (its contract), so the child may
-    // run any code; it only resets signals, starts a session and execs.
+    // run any code; it only resets signals, changes identity and execs.
     let child = match unsafe { fork() } {
-        Ok(ForkResult::Child) => exec_command(&shell, &argv),
+        Ok(ForkResult::Child) => {
+            drop(error_read);
+            exec_command(&shell, &argv, pid1, args.user.as_ref(), error_write)
+        }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return Err(format!("failed to fork the command: {e}")),
     };
+    drop(error_write);
+    let mut failure = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(error_read), &mut failure);
+    if !failure.is_empty() {
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(failure);
+    }
 
     let status = loop {
         let signal = match waited.wait() {
@@ -381,20 +469,55 @@ fn setup_namespaces(args: &InitArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// In the forked child: become the command.
-fn exec_command(shell: &CString, argv: &[CString]) -> ! {
+/// In the forked child: become the command, as `user` if given. A failure
+/// is written to `error` (close-on-exec, so it closes empty on success) and
+/// ends the child with 127.
+fn exec_command(
+    shell: &CString,
+    argv: &[CString],
+    own_session: bool,
+    user: Option<&InitUser>,
+    error: OwnedFd,
+) -> ! {
+    let fail = |message: String| child_exit(&error, &message);
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     // SAFETY: resetting a disposition to its default installs no handler;
     // the Rust runtime had set SIGPIPE to ignored, which exec would inherit.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let _ = setsid();
-    let error = match execv(shell, argv) {
+    if own_session {
+        let _ = setsid();
+    } else {
+        // A group of its own for the forwarded signals, inside the init's
+        // session, which the agent kills as a whole.
+        let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    }
+    if let Some(user) = user {
+        let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        if let Err(e) = setgroups(&groups) {
+            fail(format!(
+                "failed to set the supplementary groups {:?}: {e}",
+                user.groups
+            ));
+        }
+        if let Err(e) = setgid(Gid::from_raw(user.gid)) {
+            fail(format!("failed to switch to gid {}: {e}", user.gid));
+        }
+        if let Err(e) = setuid(Uid::from_raw(user.uid)) {
+            fail(format!("failed to switch to uid {}: {e}", user.uid));
+        }
+    }
+    let error_text = match execv(shell, argv) {
         Err(e) => e,
         Ok(never) => match never {},
     };
-    eprintln!("meseta-init: failed to exec /bin/sh: {error}");
+    fail(format!("failed to exec /bin/sh: {error_text}"))
+}
+
+/// Reports `message` on the error pipe and ends the forked child.
+fn child_exit(error: &OwnedFd, message: &str) -> ! {
+    let _ = write_all(error, message.as_bytes());
     // SAFETY: _exit ends this forked child without running the parent's
     // atexit handlers or flushing its copied buffers twice.
     unsafe { libc::_exit(127) }
@@ -430,11 +553,16 @@ mod tests {
     fn args_round_trip() {
         let args = InitArgs {
             sync_fd: 5,
-            status_fd: 7,
+            status_fd: Some(7),
             sandbox: PathBuf::from("/var/lib/meseta/sandbox"),
-            status_file: Some(PathBuf::from("/run/meseta/containers/c1.status")),
+            status_file: Some(PathBuf::from("/var/lib/meseta/meta/runs/c1/status")),
             hostname: Some("task-host".into()),
             namespaces: true,
+            user: Some(InitUser {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534, 27],
+            }),
             command: "echo hi -- there; exit 3".into(),
         };
         let encoded: Vec<String> = args
@@ -445,7 +573,21 @@ mod tests {
         assert_eq!(InitArgs::parse(&encoded), Ok(args.clone()));
         let mut with_subcommand = vec![TASK_INIT_SUBCOMMAND.to_string()];
         with_subcommand.extend(encoded);
-        assert_eq!(InitArgs::parse(&with_subcommand), Ok(args));
+        assert_eq!(InitArgs::parse(&with_subcommand), Ok(args.clone()));
+        let minimal = InitArgs {
+            status_fd: None,
+            status_file: None,
+            hostname: None,
+            namespaces: false,
+            user: None,
+            ..args
+        };
+        let encoded: Vec<String> = minimal
+            .to_args()
+            .into_iter()
+            .map(|a| String::from_utf8(a).expect("utf-8"))
+            .collect();
+        assert_eq!(InitArgs::parse(&encoded), Ok(minimal));
     }
 
     #[test]
@@ -471,6 +613,18 @@ mod tests {
         ]))
         .is_err());
         assert!(InitArgs::parse(&strings(&["--bogus"])).is_err());
+        // A uid without a gid could leave the command in root's group.
+        assert!(InitArgs::parse(&strings(&[
+            "--sync-fd",
+            "3",
+            "--sandbox",
+            "/x",
+            "--uid",
+            "65534",
+            "--",
+            "true"
+        ]))
+        .is_err());
         assert!(InitArgs::parse(&strings(&[
             "--sync-fd",
             "3",

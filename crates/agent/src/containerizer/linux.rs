@@ -9,9 +9,13 @@
 //! 3. `clone` a child with `CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS |
 //!    CLONE_NEWIPC` that only moves descriptors into place and `execve`s the
 //!    init program (the agent's own binary, `__task-init`, see [`super::init`]);
-//! 4. once the exec succeeded, move the init into the cgroups, then release
-//!    it: only then does it start the command, so the task never runs outside
-//!    its limits.
+//! 4. once the exec succeeded, move the init into the cgroups and record its
+//!    pid and start time in the run directory, then release it: only then
+//!    does it start the command, so the task never runs outside its limits
+//!    and never runs unrecorded.
+//!
+//! The cloned child starts a session of its own before the exec and gets no
+//! parent-death signal: a task outlives the agent process.
 //!
 //! A supervisor task per container waits for the init to exit (through a
 //! pidfd, or a blocking `waitid` on kernels without one), checks the cgroup's
@@ -19,13 +23,13 @@
 //! container, as in Mesos), then reaps the init and builds the
 //! [`Termination`] from the status the init wrote.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -36,24 +40,27 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sched::{clone, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{geteuid, pipe2, Pid};
 use tokio::sync::{oneshot, watch};
 
 use super::cgroups::{CgroupRoot, Limits, TaskCgroup};
 use super::init::{CommandStatus, InitArgs, INIT_FAILURE_EXIT_CODE};
-use super::pidfd;
+use super::pidfd::{self, wait_exit, ExitWatch};
+use super::procfs;
+use super::run_dir::{self, Found};
 use super::{
     blocking, validate_container_id, validate_spec, ContainerInfo, Containerizer,
-    ContainerizerError, LaunchSpec, Launched, Termination, TASK_INIT_SUBCOMMAND,
+    ContainerizerError, LaunchSpec, Launched, RecoverSpec, Termination, Usage,
+    TASK_INIT_SUBCOMMAND,
 };
 
 /// Default cgroup (relative to each hierarchy's root) that holds the
 /// containers, like Mesos' `--cgroups_root=mesos`.
 pub const DEFAULT_CGROUPS_ROOT: &str = "meseta";
 
-/// Default [`LinuxConfig::runtime_dir`].
-pub const DEFAULT_RUNTIME_DIR: &str = "/run/meseta/containers";
+/// Default [`LinuxConfig::pids_max`] (the agent's `--cgroups-max-pids`).
+pub const DEFAULT_PIDS_MAX: u64 = 4096;
 
 /// How often a running container's OOM counter is read.
 const OOM_POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -79,11 +86,10 @@ pub struct LinuxConfig {
     /// `/proc/self/exe`, the agent's own binary (still the right one if the
     /// file is replaced on disk while the agent runs).
     pub init_program: PathBuf,
-    /// Where each init also writes its command's status
-    /// (`<container_id>.status`), so that an agent restarted while the task
-    /// ran can still tell how it ended ([`Containerizer::recover`]). A tmpfs
-    /// (cleared at reboot, like the containers) suits it.
-    pub runtime_dir: PathBuf,
+    /// At most this many processes and threads per container (the cgroup
+    /// pids controller, when the host has it), so that a fork bomb stays
+    /// inside its task. None: no limit.
+    pub pids_max: Option<u64>,
 }
 
 impl Default for LinuxConfig {
@@ -92,7 +98,7 @@ impl Default for LinuxConfig {
             cgroups_root: DEFAULT_CGROUPS_ROOT.to_string(),
             cfs_quota: false,
             init_program: PathBuf::from("/proc/self/exe"),
-            runtime_dir: PathBuf::from(DEFAULT_RUNTIME_DIR),
+            pids_max: Some(DEFAULT_PIDS_MAX),
         }
     }
 }
@@ -113,12 +119,6 @@ struct Inner {
 }
 
 impl Inner {
-    fn status_file(&self, container_id: &str) -> PathBuf {
-        self.config
-            .runtime_dir
-            .join(format!("{container_id}.status"))
-    }
-
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Arc<Container>>> {
         // A panic while holding this lock leaves a map that is still
         // consistent (every operation on it is a single insert/remove).
@@ -160,17 +160,8 @@ impl LinuxContainerizer {
                 config.init_program.display()
             )));
         }
-        if config.runtime_dir.to_str().is_none() {
-            return Err(ContainerizerError::LinuxUnavailable(format!(
-                "the runtime directory {} is not UTF-8",
-                config.runtime_dir.display()
-            )));
-        }
-        if let Err(e) = std::fs::create_dir_all(&config.runtime_dir) {
-            return Err(ContainerizerError::LinuxUnavailable(format!(
-                "cannot create the runtime directory {}: {e}",
-                config.runtime_dir.display()
-            )));
+        if config.pids_max.is_some() && !cgroups.has_pids() {
+            tracing::warn!("the cgroup pids controller is not available: tasks get no pids limit");
         }
         tracing::debug!(
             cgroup_v2 = cgroups.is_v2(),
@@ -215,6 +206,7 @@ impl Containerizer for LinuxContainerizer {
                 cpus: spec.cpus,
                 mem_mb: spec.mem_mb,
                 cfs_quota: inner.config.cfs_quota,
+                pids_max: inner.config.pids_max,
             };
             let spawned = {
                 let inner = inner.clone();
@@ -243,7 +235,7 @@ impl Containerizer for LinuxContainerizer {
                 pidfd,
                 cgroup: spawned.cgroup,
                 limits,
-                status_file: inner.status_file(&spec.container_id),
+                run_dir: spec.run_dir.clone(),
                 reaped: Mutex::new(false),
                 oom: AtomicBool::new(false),
                 sigkilled: AtomicBool::new(false),
@@ -302,7 +294,10 @@ impl Containerizer for LinuxContainerizer {
             let container = found?;
             if !container.has_exited() {
                 container.kill_everything().await?;
-                if tokio::time::timeout(DESTROY_TIMEOUT, container.wait_exit()).await.is_err() {
+                if tokio::time::timeout(DESTROY_TIMEOUT, container.wait_exit())
+                    .await
+                    .is_err()
+                {
                     return Err(ContainerizerError::KillTimeout {
                         container_id: container.id.clone(),
                         waited: DESTROY_TIMEOUT,
@@ -311,16 +306,14 @@ impl Containerizer for LinuxContainerizer {
             }
             let removing = container.clone();
             blocking("cgroup removal", move || {
-                if let Err(e) = std::fs::remove_file(&removing.status_file) {
-                    if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(path = %removing.status_file.display(), error = %e, "failed to remove status file");
-                    }
-                }
                 removing.cgroup.remove(CGROUP_REMOVE_PATIENCE)
             })
             .await??;
             let mut containers = inner.containers();
-            if containers.get(&container.id).is_some_and(|c| Arc::ptr_eq(c, &container)) {
+            if containers
+                .get(&container.id)
+                .is_some_and(|c| Arc::ptr_eq(c, &container))
+            {
                 containers.remove(&container.id);
             }
             Ok(())
@@ -330,46 +323,39 @@ impl Containerizer for LinuxContainerizer {
 
     fn recover(
         &self,
-        info: ContainerInfo,
+        spec: RecoverSpec,
     ) -> BoxFuture<'static, Result<Launched, ContainerizerError>> {
         let inner = self.inner.clone();
         async move {
-            validate_container_id(&info.container_id)?;
-            if inner.containers().contains_key(&info.container_id) {
-                return Err(ContainerizerError::ContainerExists(info.container_id));
+            validate_container_id(&spec.container_id)?;
+            if inner.containers().contains_key(&spec.container_id) {
+                return Err(ContainerizerError::ContainerExists(spec.container_id));
             }
-            let raw_pid = info.recovered_pid()?;
-            let pid = Pid::from_raw(raw_pid);
-            let (cgroup, pidfd) = {
+            let (cgroup, found) = {
                 let inner = inner.clone();
-                let container_id = info.container_id.clone();
+                let spec = spec.clone();
                 blocking("recover", move || {
-                    let cgroup = inner.cgroups.load(&container_id);
-                    // Open the pidfd first, then check that the pid is in
-                    // the container's cgroup: the pidfd then names the init,
-                    // not a process that reused its pid.
-                    let pidfd = pidfd::open(pid).filter(|_| cgroup.procs().contains(&info.pid));
-                    (cgroup, pidfd)
+                    (inner.cgroups.load(&spec.container_id), run_dir::find(&spec.run_dir))
                 })
                 .await?
             };
             let mem_mb = cgroup.memory_limit().map_or(0.0, |bytes| bytes as f64 / (1024.0 * 1024.0));
-            let (pidfd, watch) = match pidfd.map(|fd| fd.try_clone().map(|clone| (fd, clone))) {
-                Some(Ok((pidfd, watched))) => (
-                    Some(pidfd),
-                    ExitWatch::Pidfd {
-                        pidfd: watched,
-                        pid,
-                        child: false,
-                    },
-                ),
-                _ => (None, ExitWatch::Gone),
+            let (pid, pidfd, watch, never_started) = match found {
+                Found::Alive { pid, pidfd } => match pidfd.try_clone() {
+                    Ok(watched) => {
+                        let raw = Pid::from_raw(pid as i32);
+                        (raw, Some(pidfd), ExitWatch::Pidfd { pidfd: watched, pid: raw, child: false }, false)
+                    }
+                    Err(_) => (Pid::from_raw(pid as i32), None, ExitWatch::Gone, false),
+                },
+                Found::Gone { pid } => (Pid::from_raw(pid as i32), None, ExitWatch::Gone, false),
+                Found::NeverStarted => (Pid::from_raw(0), None, ExitWatch::Gone, true),
             };
             let alive = pidfd.is_some();
             let (exit_tx, exit_rx) = watch::channel(None);
             let container = Arc::new(Container {
-                id: info.container_id.clone(),
-                task_id: info.task_id.clone(),
+                id: spec.container_id.clone(),
+                task_id: spec.task_id.clone(),
                 pid,
                 pidfd,
                 cgroup,
@@ -377,22 +363,75 @@ impl Containerizer for LinuxContainerizer {
                     cpus: 0.0,
                     mem_mb,
                     cfs_quota: false,
+                    pids_max: None,
                 },
-                status_file: inner.status_file(&info.container_id),
+                run_dir: spec.run_dir.clone(),
                 // Never signal a pid that is not provably the init.
                 reaped: Mutex::new(!alive),
                 oom: AtomicBool::new(false),
                 sigkilled: AtomicBool::new(false),
                 exit: exit_rx,
             });
-            inner.containers().insert(info.container_id.clone(), container.clone());
-            tracing::info!(container_id = %info.container_id, pid = info.pid, alive, "recovered linux container");
+            inner.containers().insert(spec.container_id.clone(), container.clone());
+            tracing::info!(container_id = %spec.container_id, pid = pid.as_raw(), alive, "recovered linux container");
             let (done_tx, done_rx) = oneshot::channel();
-            tokio::spawn(supervise(container, watch, Reaper::Orphan, exit_tx, done_tx));
+            let reaper = if never_started { Reaper::NeverStarted } else { Reaper::Orphan };
+            tokio::spawn(supervise(container, watch, reaper, exit_tx, done_tx));
             Ok(Launched {
-                pid: info.pid,
+                pid: pid.as_raw() as u32,
                 exit: done_rx,
             })
+        }
+        .boxed()
+    }
+
+    fn remove_orphans(&self, known: &HashSet<String>) -> BoxFuture<'static, Vec<String>> {
+        let inner = self.inner.clone();
+        let known = known.clone();
+        async move {
+            let held: HashSet<String> = inner.containers().keys().cloned().collect();
+            blocking("orphan removal", move || {
+                let mut removed = Vec::new();
+                for id in inner.cgroups.container_ids() {
+                    if known.contains(&id) || held.contains(&id) {
+                        continue;
+                    }
+                    let cgroup = inner.cgroups.load(&id);
+                    let procs = cgroup.procs();
+                    cgroup.kill_all();
+                    match cgroup.remove(CGROUP_REMOVE_PATIENCE) {
+                        Ok(()) => {
+                            tracing::warn!(container_id = %id, processes = procs.len(), ?procs, "killed a container no checkpoint names");
+                            removed.push(id);
+                        }
+                        Err(e) => {
+                            tracing::warn!(container_id = %id, error = %e, "failed to remove a container no checkpoint names")
+                        }
+                    }
+                }
+                removed
+            })
+            .await
+            .unwrap_or_default()
+        }
+        .boxed()
+    }
+
+    fn usage(&self, container_id: &str) -> BoxFuture<'static, Result<Usage, ContainerizerError>> {
+        let found = self.inner.get(container_id);
+        async move {
+            let container = found?;
+            blocking("usage", move || {
+                let (user, system, rss) = container.cgroup.usage();
+                Usage {
+                    cpus_user_time_secs: user,
+                    cpus_system_time_secs: system,
+                    mem_rss_bytes: rss,
+                    mem_limit_bytes: container.cgroup.memory_limit(),
+                    processes: container.cgroup.procs().len() as u64,
+                }
+            })
+            .await
         }
         .boxed()
     }
@@ -421,8 +460,9 @@ struct Container {
     pidfd: Option<OwnedFd>,
     cgroup: TaskCgroup,
     limits: Limits,
-    /// Where the init writes the command's status (read after a recovery).
-    status_file: PathBuf,
+    /// The run directory: the init writes the command's status there (read
+    /// after a recovery).
+    run_dir: PathBuf,
     /// Set once the init was reaped (or, recovered, seen gone): from then on
     /// its pid may name another process, so nothing may signal it. Held
     /// while signalling and reaping.
@@ -506,8 +546,20 @@ impl Container {
                 // Whoever is its parent now reaps it; the status file says
                 // how the command ended.
                 *self.reaped() = true;
-                text = std::fs::read_to_string(&self.status_file).unwrap_or_default();
+                text = run_dir::read_status(&self.run_dir).unwrap_or_default();
                 None
+            }
+            Reaper::NeverStarted => {
+                *self.reaped() = true;
+                // An init still waiting for its release exits by itself; a
+                // stray process in the cgroup does not outlive this.
+                self.cgroup.kill_all();
+                return Termination {
+                    exit_code: None,
+                    signal: None,
+                    oom_killed: false,
+                    message: "The agent restarted before the task's command started".into(),
+                };
             }
         };
         let pid = self.pid.as_raw() as u32;
@@ -575,19 +627,7 @@ fn spawn_container(
     limits: Limits,
 ) -> Result<Spawned, ContainerizerError> {
     let cgroup = inner.cgroups.create(&spec.container_id, limits)?;
-    let status_file = inner.status_file(&spec.container_id);
-    // A stale file of an earlier container with this id must not speak for
-    // this one.
-    if let Err(source) = std::fs::remove_file(&status_file) {
-        if source.kind() != io::ErrorKind::NotFound {
-            let _ = cgroup.remove(CGROUP_REMOVE_PATIENCE);
-            return Err(ContainerizerError::Spawn {
-                task_id: spec.task_id.clone(),
-                source,
-            });
-        }
-    }
-    match start_init(&inner.config, spec, &cgroup, &status_file) {
+    match start_init(&inner.config, spec, &cgroup) {
         Ok((pid, status)) => Ok(Spawned {
             pid,
             pidfd: pidfd::open(pid),
@@ -619,12 +659,12 @@ struct ChildPlan {
 }
 
 /// Clones the init into its namespaces, waits for its exec, moves it into the
-/// cgroup and releases it. Returns its pid and the status pipe's read end.
+/// cgroup, records it in the run directory and releases it. Returns its pid
+/// and the status pipe's read end.
 fn start_init(
     config: &LinuxConfig,
     spec: &LaunchSpec,
     cgroup: &TaskCgroup,
-    status_file: &Path,
 ) -> Result<(Pid, OwnedFd), ContainerizerError> {
     let spawn_error = |source: io::Error| ContainerizerError::Spawn {
         task_id: spec.task_id.clone(),
@@ -658,11 +698,12 @@ fn start_init(
 
     let init_args = InitArgs {
         sync_fd: sync_read.as_raw_fd(),
-        status_fd: status_write.as_raw_fd(),
+        status_fd: Some(status_write.as_raw_fd()),
         sandbox: spec.sandbox.clone(),
-        status_file: Some(status_file.to_path_buf()),
+        status_file: Some(run_dir::status_file(&spec.run_dir)),
         hostname: spec.hostname.clone(),
         namespaces: true,
+        user: spec.user.as_ref().map(|u| u.to_init()),
         command: spec.command.clone(),
     };
     let invalid = |what: &str| ContainerizerError::InvalidSpec {
@@ -757,6 +798,21 @@ fn start_init(
         abandon(pid);
         return Err(e);
     }
+    // A stale status of an earlier launch in this run directory must not
+    // speak for this one; then the init is recorded before it may start.
+    let recorded = match std::fs::remove_file(run_dir::status_file(&spec.run_dir)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => procfs::start_time(pid.as_raw() as u32)
+            .ok_or_else(|| io::Error::other("the init vanished before its release"))
+            .and_then(|started| run_dir::write_pid(&spec.run_dir, pid.as_raw() as u32, started)),
+    };
+    if let Err(source) = recorded {
+        abandon(pid);
+        return Err(ContainerizerError::RunDir {
+            path: spec.run_dir.clone(),
+            source,
+        });
+    }
     // Release the init: it runs the command from now on.
     let mut sync_write = File::from(sync_write);
     if let Err(e) = io::Write::write_all(&mut sync_write, b"1") {
@@ -785,6 +841,11 @@ fn exec_init(plan: &ChildPlan) -> isize {
     unsafe {
         // The agent's threads may block signals; the init starts clean.
         libc::sigprocmask(libc::SIG_SETMASK, &plan.mask, std::ptr::null_mut());
+        // A session of its own: signals to the agent's process group or
+        // session (a terminal's Ctrl-C, a unit's stop) do not reach the task.
+        if libc::setsid() < 0 {
+            child_fail(plan.exec_error);
+        }
         for (source, target) in plan.stdio {
             // dup2 clears close-on-exec on the target.
             if libc::dup2(source, target) < 0 {
@@ -832,20 +893,6 @@ fn read_exec_error(pipe: OwnedFd) -> Option<io::Error> {
     }
 }
 
-/// How the supervisor learns that the init exited.
-enum ExitWatch {
-    /// A pidfd of the init; `child` when we are its parent.
-    Pidfd {
-        pidfd: OwnedFd,
-        pid: Pid,
-        child: bool,
-    },
-    /// Our child, on a kernel without pidfds: a blocking `waitid`.
-    Waitid(Pid),
-    /// Already gone (found so at recovery).
-    Gone,
-}
-
 /// How the supervisor ends a container once its init exited.
 enum Reaper {
     /// Our child: reap it, read its status pipe.
@@ -853,29 +900,8 @@ enum Reaper {
     /// Recovered after an agent restart: someone else reaps it; read the
     /// status file.
     Orphan,
-}
-
-/// Resolves when the watched process has exited, without reaping it.
-async fn wait_exit(watch: ExitWatch) {
-    match watch {
-        ExitWatch::Gone => {}
-        ExitWatch::Waitid(pid) => wait_child(pid).await,
-        ExitWatch::Pidfd { pidfd, pid, child } => {
-            if pidfd::wait_exit(pidfd, !child).await.is_some() {
-                wait_child(pid).await;
-            }
-        }
-    }
-}
-
-/// Parks a blocking thread until our child `pid` exits (without reaping).
-async fn wait_child(pid: Pid) {
-    let _ = tokio::task::spawn_blocking(move || {
-        while let Err(Errno::EINTR) =
-            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
-        {}
-    })
-    .await;
+    /// Recovered, but its launch never released the command.
+    NeverStarted,
 }
 
 /// Watches one container until its init exits, then reports the exit.

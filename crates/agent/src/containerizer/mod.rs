@@ -8,8 +8,10 @@
 //!   mount, UTS and IPC namespaces, inside its own cgroups with cpu shares (and
 //!   optionally a CFS quota) and a memory limit. Hitting the memory limit is
 //!   reported as [`Termination::oom_killed`].
-//! - [`PosixContainerizer`] (`--isolation posix`): a plain `sh -c` child in its
-//!   own session; needs no privileges.
+//! - [`PosixContainerizer`] (`--isolation posix`): the same init without
+//!   namespaces, in a session of its own; needs no privileges.
+//! - [`FakeContainerizer`]: no processes at all; tests and hollow agents
+//!   drive its containers' exits by hand.
 //!
 //! [`detect`] picks one the way Mesos' agent does with `--isolation`: linux
 //! when the agent runs as root with a writable cgroup hierarchy, posix
@@ -20,13 +22,24 @@
 //! arrives exactly once through [`Launched::exit`], [`Containerizer::kill`]
 //! signals and escalates, and [`Containerizer::destroy`] releases what the
 //! container held once it is no longer needed.
+//!
+//! A task never depends on the agent process: the init runs in a session of
+//! its own with no parent-death signal, in cgroups outside the agent's, and
+//! the containerizer records the init's pid and start time in the
+//! container's run directory ([`run_dir`]) before the command starts. An
+//! agent that restarts re-attaches with [`Containerizer::recover`] and kills
+//! what no checkpoint names with [`Containerizer::remove_orphans`].
 
 mod cgroups;
+mod fake;
 pub mod init;
 mod linux;
 mod pidfd;
 mod posix;
+pub(crate) mod procfs;
+pub(crate) mod run_dir;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +47,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-pub use linux::{LinuxConfig, LinuxContainerizer, DEFAULT_CGROUPS_ROOT, DEFAULT_RUNTIME_DIR};
+pub use fake::FakeContainerizer;
+pub use linux::{LinuxConfig, LinuxContainerizer, DEFAULT_CGROUPS_ROOT, DEFAULT_PIDS_MAX};
 pub use posix::PosixContainerizer;
 
 /// Name of the hidden subcommand of the `meseta` binary that runs
@@ -62,6 +76,32 @@ pub struct LaunchSpec {
     /// Hostname inside the task's UTS namespace (linux only; `None` keeps the
     /// host's).
     pub hostname: Option<String>,
+    /// The container's run directory (must exist; outside the sandbox): the
+    /// init's pid and the command's status are recorded there, see
+    /// [`run_dir`]. Pass the same directory to [`Containerizer::recover`].
+    pub run_dir: PathBuf,
+    /// The user the command runs as; `None` runs it as the agent's user.
+    pub user: Option<TaskUser>,
+}
+
+/// A resolved user a task runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl TaskUser {
+    pub(crate) fn to_init(&self) -> init::InitUser {
+        init::InitUser {
+            uid: self.uid,
+            gid: self.gid,
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 /// How a task's command ended.
@@ -118,8 +158,7 @@ pub struct Launched {
     pub exit: tokio::sync::oneshot::Receiver<Termination>,
 }
 
-/// What a containerizer remembers about a live container; the agent
-/// checkpoints this to find its tasks again after a restart.
+/// What a containerizer lists about a container it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub container_id: String,
@@ -130,23 +169,32 @@ pub struct ContainerInfo {
     pub cgroups: Vec<PathBuf>,
 }
 
-impl ContainerInfo {
-    /// The checkpointed pid as a raw pid to re-attach to; checkpoints come
-    /// from disk, so 0 or out-of-range values are refused.
-    pub(crate) fn recovered_pid(&self) -> Result<i32, ContainerizerError> {
-        i32::try_from(self.pid)
-            .ok()
-            .filter(|pid| *pid > 0)
-            .ok_or_else(|| ContainerizerError::InvalidSpec {
-                task_id: self.task_id.clone(),
-                reason: format!("invalid pid {}", self.pid),
-            })
-    }
+/// What the agent checkpointed of a container, to re-attach to it after a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverSpec {
+    pub container_id: String,
+    pub task_id: String,
+    /// The [`LaunchSpec::run_dir`] it was launched with.
+    pub run_dir: PathBuf,
+}
+
+/// Resource usage of a container, as Mesos' `ResourceStatistics` has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub cpus_user_time_secs: f64,
+    pub cpus_system_time_secs: f64,
+    pub mem_rss_bytes: u64,
+    /// The memory limit the container runs under, when it has one.
+    pub mem_limit_bytes: Option<u64>,
+    /// Live processes in the container.
+    pub processes: u64,
 }
 
 /// Starts, signals and cleans up task containers.
 pub trait Containerizer: Send + Sync + 'static {
-    /// `"linux"` or `"posix"`: the `--isolation` value this implements.
+    /// `"linux"`, `"posix"` or `"fake"`: the `--isolation` value this
+    /// implements.
     fn name(&self) -> &'static str;
 
     /// Starts `spec.command`. Resolves once the command runs (inside its
@@ -172,16 +220,25 @@ pub trait Containerizer: Send + Sync + 'static {
     fn containers(&self) -> Vec<ContainerInfo>;
 
     /// Re-attaches to a container that an earlier run of the agent launched,
-    /// from the [`ContainerInfo`] it checkpointed. Its exit arrives through
-    /// the returned [`Launched::exit`] (at once if it ended while the agent
-    /// was down); [`Containerizer::kill`] and [`Containerizer::destroy`]
-    /// work on it as on a launched one. The status of a task that ended
-    /// unobserved may be unknown (posix always; linux only when the init
-    /// could not write its status file).
+    /// from its run directory. Its exit arrives through the returned
+    /// [`Launched::exit`] (at once if it ended while the agent was down, with
+    /// the status the init recorded); [`Containerizer::kill`] and
+    /// [`Containerizer::destroy`] work on it as on a launched one. A
+    /// container whose launch never released its command ends at once with
+    /// a message saying so; a pid that now names another process is never
+    /// signalled.
     fn recover(
         &self,
-        info: ContainerInfo,
+        spec: RecoverSpec,
     ) -> BoxFuture<'static, Result<Launched, ContainerizerError>>;
+
+    /// Kills and removes every container of this agent's that is neither in
+    /// `known` nor held by this containerizer (a leftover of an earlier run
+    /// that no checkpoint names). Returns the ids removed; each is logged.
+    fn remove_orphans(&self, known: &HashSet<String>) -> BoxFuture<'static, Vec<String>>;
+
+    /// The container's resource usage now.
+    fn usage(&self, container_id: &str) -> BoxFuture<'static, Result<Usage, ContainerizerError>>;
 }
 
 /// Errors of the containerizers. Each variant names the failed operation.
@@ -240,6 +297,11 @@ pub enum ContainerizerError {
         container_id: String,
         waited: Duration,
     },
+    #[error("failed to write the run directory {path}: {source}")]
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("blocking {operation} task failed: {source}")]
     Blocking {
         operation: &'static str,
@@ -272,20 +334,23 @@ pub fn detect_with(
     )
 }
 
-/// [`detect`] with every setting of the linux containerizer.
+/// [`detect`] with every setting of the linux containerizer (the posix one
+/// uses its `init_program`).
 pub fn detect_with_config(
     requested: Option<&str>,
     config: LinuxConfig,
 ) -> Result<Arc<dyn Containerizer>, ContainerizerError> {
+    let posix = |config: &LinuxConfig| PosixContainerizer::new(config.init_program.clone());
     match requested {
-        Some("posix") => Ok(Arc::new(PosixContainerizer::new())),
+        Some("posix") => Ok(Arc::new(posix(&config))),
         Some("linux") => Ok(Arc::new(LinuxContainerizer::new(config)?)),
+        Some("fake") => Ok(Arc::new(FakeContainerizer::new())),
         Some(other) => Err(ContainerizerError::UnknownIsolation(other.to_string())),
-        None => match LinuxContainerizer::new(config) {
+        None => match LinuxContainerizer::new(config.clone()) {
             Ok(linux) => Ok(Arc::new(linux)),
             Err(ContainerizerError::LinuxUnavailable(why)) => {
                 tracing::warn!("using posix isolation (no namespaces, no cgroup limits): {why}");
-                Ok(Arc::new(PosixContainerizer::new()))
+                Ok(Arc::new(posix(&config)))
             }
             Err(other) => Err(other),
         },
@@ -325,6 +390,12 @@ pub(crate) fn validate_spec(spec: &LaunchSpec) -> Result<(), ContainerizerError>
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains(['\0', '/']) {
             return Err(invalid(format!("invalid hostname '{hostname}'")));
         }
+    }
+    if spec.run_dir.as_os_str().is_empty() || spec.run_dir.to_str().is_none() {
+        return Err(invalid(format!(
+            "the run directory {} must be a UTF-8 path",
+            spec.run_dir.display()
+        )));
     }
     if !spec.cpus.is_finite() || spec.cpus < 0.0 || !spec.mem_mb.is_finite() || spec.mem_mb < 0.0 {
         return Err(invalid(format!(
@@ -403,6 +474,8 @@ mod tests {
             cpus: 0.1,
             mem_mb: 32.0,
             hostname: None,
+            run_dir: PathBuf::from("/tmp/run"),
+            user: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -52,7 +53,7 @@ pub(crate) fn send_signal(pidfd: &OwnedFd, signal: Option<Signal>) -> nix::Resul
 /// does not reap). Returns the descriptor if the reactor could not watch it,
 /// so that a parent can fall back to `waitid`; `polled_fallback` instead
 /// makes it poll until the process is gone, for non-children.
-pub(crate) async fn wait_exit(pidfd: OwnedFd, polled_fallback: bool) -> Option<OwnedFd> {
+pub(crate) async fn wait_exit_fd(pidfd: OwnedFd, polled_fallback: bool) -> Option<OwnedFd> {
     // SAFETY: an OwnedFd is a valid open descriptor that stays open and
     // keeps its number for as long as the AsyncFd owns it.
     let pidfd = match unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
@@ -72,4 +73,41 @@ pub(crate) async fn wait_exit(pidfd: OwnedFd, polled_fallback: bool) -> Option<O
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     None
+}
+
+/// How the supervisor learns that the init exited.
+pub(crate) enum ExitWatch {
+    /// A pidfd of the init; `child` when we are its parent.
+    Pidfd {
+        pidfd: OwnedFd,
+        pid: Pid,
+        child: bool,
+    },
+    /// Our child, on a kernel without pidfds: a blocking `waitid`.
+    Waitid(Pid),
+    /// Already gone (found so at recovery).
+    Gone,
+}
+
+/// Resolves when the watched process has exited, without reaping it.
+pub(crate) async fn wait_exit(watch: ExitWatch) {
+    match watch {
+        ExitWatch::Gone => {}
+        ExitWatch::Waitid(pid) => wait_child(pid).await,
+        ExitWatch::Pidfd { pidfd, pid, child } => {
+            if wait_exit_fd(pidfd, !child).await.is_some() {
+                wait_child(pid).await;
+            }
+        }
+    }
+}
+
+/// Parks a blocking thread until our child `pid` exits (without reaping).
+async fn wait_child(pid: Pid) {
+    let _ = tokio::task::spawn_blocking(move || {
+        while let Err(Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+    })
+    .await;
 }

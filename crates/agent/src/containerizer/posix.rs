@@ -1,17 +1,23 @@
-//! The posix containerizer: the task is a plain `sh -c` child of the agent
-//! in a session (and process group) of its own. No namespaces, no cgroups,
-//! no privileges needed (Mesos' `posix/cpu,posix/mem` isolation, minus the
-//! usage accounting). Optionally `RLIMIT_AS` caps the address space at the
-//! task's memory.
+//! The posix containerizer: the task's init (see [`super::init`], without
+//! namespaces) is a plain child of the agent in a session of its own. No
+//! namespaces, no cgroups, no privileges needed (Mesos' `posix/cpu,posix/mem`
+//! isolation). Optionally `RLIMIT_AS` caps the address space at the task's
+//! memory.
 //!
-//! Kill signals the process group, so the command's children are reached as
-//! long as they stay in it.
+//! The init runs the command in a process group of its own inside the
+//! init's session, forwards SIGTERM & co. to that group, and records the
+//! command's status in the run directory, so an agent that restarts meanwhile
+//! still learns how the task ended. SIGKILL goes to the init and to every
+//! process of its session, which is as far as a posix task can be tracked: a
+//! process that starts a session of its own escapes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::process::ExitStatusExt;
-use std::process::Stdio;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,16 +25,20 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::{setsid, Pid};
-use tokio::process::{Child, Command};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{pipe2, setsid, Pid};
 use tokio::sync::{oneshot, watch};
 
-use super::pidfd;
+use super::init::{CommandStatus, InitArgs, INIT_FAILURE_EXIT_CODE};
+use super::pidfd::{self, wait_exit, ExitWatch};
+use super::procfs;
+use super::run_dir::{self, Found};
 use super::{
     blocking, validate_container_id, validate_spec, ContainerInfo, Containerizer,
-    ContainerizerError, LaunchSpec, Launched, Termination,
+    ContainerizerError, LaunchSpec, Launched, RecoverSpec, Termination, Usage,
+    TASK_INIT_SUBCOMMAND,
 };
 
 /// How long `destroy` waits for a SIGKILLed task to go away.
@@ -36,24 +46,36 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tasks as plain child processes; works without root.
 ///
-/// Dropping it leaves running tasks running.
-#[derive(Default)]
+/// Dropping it leaves running tasks running. Clones share their containers.
+#[derive(Clone)]
 pub struct PosixContainerizer {
     containers: Arc<Mutex<HashMap<String, Arc<Container>>>>,
+    init_program: PathBuf,
     address_space_limit: bool,
 }
 
 struct Container {
     id: String,
     task_id: String,
-    /// The `sh`; also the id of the task's session and process group.
+    /// The init; also the id of the task's session.
     pid: u32,
+    /// Signals go through it: it cannot hit a recycled pid. None once the
+    /// init is gone (or was never found alive).
+    pidfd: Option<OwnedFd>,
+    run_dir: PathBuf,
     exit: watch::Receiver<Option<Termination>>,
-    /// We sent the group SIGKILL (tells how a recovered task ended).
+    /// Set once the init was reaped or seen gone: from then on its pid (and
+    /// session id) may name others, so nothing may be signalled.
+    gone: Mutex<bool>,
+    /// We sent SIGKILL (tells how an init without a status ended).
     sigkilled: AtomicBool,
 }
 
 impl Container {
+    fn gone(&self) -> MutexGuard<'_, bool> {
+        self.gone.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn has_exited(&self) -> bool {
         self.exit.borrow().is_some()
     }
@@ -63,20 +85,68 @@ impl Container {
         let _ = exit.wait_for(Option::is_some).await;
     }
 
-    /// Signals the task's process group; a group already gone is fine.
-    fn signal_group(&self, signal: Signal) -> Result<(), ContainerizerError> {
-        let Ok(raw) = i32::try_from(self.pid) else {
+    /// Signals the init (which forwards SIGTERM & co. to the command).
+    fn signal_init(&self, signal: Signal) -> Result<(), ContainerizerError> {
+        let gone = self.gone();
+        let Some(pidfd) = self.pidfd.as_ref().filter(|_| !*gone) else {
             return Ok(());
         };
-        if signal == Signal::SIGKILL && !self.has_exited() {
-            self.sigkilled.store(true, Ordering::SeqCst);
-        }
-        match killpg(Pid::from_raw(raw), signal) {
+        match pidfd::send_signal(pidfd, Some(signal)) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(errno) => Err(ContainerizerError::Signal {
                 container_id: self.id.clone(),
                 source: io::Error::from(errno),
             }),
+        }
+    }
+
+    /// SIGKILLs the init and every process of its session. Safe while the
+    /// init is not reaped: until then its pid, the session's id, cannot be
+    /// reused.
+    fn kill_session(&self) {
+        let gone = self.gone();
+        if *gone {
+            return;
+        }
+        self.sigkilled.store(true, Ordering::SeqCst);
+        if let Some(pidfd) = &self.pidfd {
+            let _ = pidfd::send_signal(pidfd, Some(Signal::SIGKILL));
+        }
+        for member in procfs::session_members(self.pid) {
+            if member.pid != self.pid {
+                let _ = kill(Pid::from_raw(member.pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// How the command ended: the init's status file, else how the init
+    /// itself ended (`wait`), else unknown.
+    fn termination(&self, waited: Option<std::process::ExitStatus>) -> Termination {
+        let text = run_dir::read_status(&self.run_dir).unwrap_or_default();
+        match CommandStatus::parse(&text) {
+            Some(CommandStatus::Exited(code)) => Termination::exited(code),
+            Some(CommandStatus::Signaled(signal)) => Termination::signaled(signal, self.pid),
+            Some(CommandStatus::InitFailed(message)) => Termination {
+                exit_code: Some(INIT_FAILURE_EXIT_CODE),
+                signal: None,
+                oom_killed: false,
+                message: format!("Failed to start the task: {message}"),
+            },
+            None => match waited.map(|s| (s.code(), s.signal())) {
+                Some((Some(code), _)) => Termination::exited(code),
+                Some((None, Some(signal))) => Termination::signaled(signal, self.pid),
+                _ if self.sigkilled.load(Ordering::SeqCst) => {
+                    Termination::signaled(libc::SIGKILL, self.pid)
+                }
+                _ => Termination {
+                    exit_code: None,
+                    signal: None,
+                    oom_killed: false,
+                    message:
+                        "Command terminated while the agent was not running; its status is unknown"
+                            .into(),
+                },
+            },
         }
     }
 }
@@ -92,8 +162,14 @@ fn lock(
 }
 
 impl PosixContainerizer {
-    pub fn new() -> Self {
-        Self::default()
+    /// `init_program` is exec'd as the task's init with `__task-init …`
+    /// (normally `/proc/self/exe`, the agent's own binary).
+    pub fn new(init_program: PathBuf) -> Self {
+        PosixContainerizer {
+            containers: Arc::default(),
+            init_program,
+            address_space_limit: false,
+        }
     }
 
     /// Also cap each task's address space (`RLIMIT_AS`) at its `mem`. Off by
@@ -110,6 +186,63 @@ impl PosixContainerizer {
             .cloned()
             .ok_or_else(|| ContainerizerError::UnknownContainer(container_id.to_string()))
     }
+
+    /// Registers a container and starts its supervisor.
+    fn supervise(
+        &self,
+        container: Container,
+        child: Option<Child>,
+        exit_tx: watch::Sender<Option<Termination>>,
+    ) -> Result<Launched, ContainerizerError> {
+        let container = Arc::new(container);
+        {
+            let mut map = lock(&self.containers);
+            if map.contains_key(&container.id) {
+                drop(map);
+                container.kill_session();
+                return Err(ContainerizerError::ContainerExists(container.id.clone()));
+            }
+            map.insert(container.id.clone(), container.clone());
+        }
+        let watch = match (
+            container.pidfd.as_ref().map(OwnedFd::try_clone),
+            child.is_some(),
+        ) {
+            (Some(Ok(fd)), child) => ExitWatch::Pidfd {
+                pidfd: fd,
+                pid: Pid::from_raw(container.pid as i32),
+                child,
+            },
+            (_, true) => ExitWatch::Waitid(Pid::from_raw(container.pid as i32)),
+            (_, false) => ExitWatch::Gone,
+        };
+        let pid = container.pid;
+        let (done_tx, done_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            wait_exit(watch).await;
+            let finishing = container.clone();
+            let termination = blocking("reap", move || {
+                // The init exited but is not reaped yet: its session id still
+                // names only our processes. Take down what is left of it,
+                // then reap.
+                finishing.kill_session();
+                let waited = child.and_then(|mut c| c.wait().ok());
+                *finishing.gone() = true;
+                finishing.termination(waited)
+            })
+            .await
+            .unwrap_or_else(|e| Termination {
+                exit_code: None,
+                signal: None,
+                oom_killed: false,
+                message: format!("Command terminated, but reaping it failed: {e}"),
+            });
+            tracing::info!(container_id = %container.id, pid, message = %termination.message, "posix task terminated");
+            exit_tx.send_replace(Some(termination.clone()));
+            let _ = done_tx.send(termination);
+        });
+        Ok(Launched { pid, exit: done_rx })
+    }
 }
 
 impl Containerizer for PosixContainerizer {
@@ -118,43 +251,38 @@ impl Containerizer for PosixContainerizer {
     }
 
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Launched, ContainerizerError>> {
-        let containers = self.containers.clone();
-        let address_space_limit = self.address_space_limit;
-        async move {
-            validate_spec(&spec)?;
-            if lock(&containers).contains_key(&spec.container_id) {
-                return Err(ContainerizerError::ContainerExists(spec.container_id));
+        let found = validate_spec(&spec).and_then(|()| {
+            if lock(&self.containers).contains_key(&spec.container_id) {
+                Err(ContainerizerError::ContainerExists(
+                    spec.container_id.clone(),
+                ))
+            } else {
+                Ok(())
             }
-            let child = {
+        });
+        let this = self.clone();
+        async move {
+            found?;
+            let (child, pidfd) = {
                 let spec = spec.clone();
-                blocking("launch", move || spawn(&spec, address_space_limit)).await??
+                let (init_program, limit) = (this.init_program.clone(), this.address_space_limit);
+                blocking("launch", move || spawn(&spec, &init_program, limit))
+                .await??
             };
-            let pid = child.id().ok_or_else(|| ContainerizerError::Spawn {
-                task_id: spec.task_id.clone(),
-                source: io::Error::other("the child exited before its pid was known"),
-            })?;
+            let pid = child.id();
             let (exit_tx, exit_rx) = watch::channel(None);
-            let container = Arc::new(Container {
+            let container = Container {
                 id: spec.container_id.clone(),
                 task_id: spec.task_id.clone(),
                 pid,
+                pidfd,
+                run_dir: spec.run_dir.clone(),
                 exit: exit_rx,
+                gone: Mutex::new(false),
                 sigkilled: AtomicBool::new(false),
-            });
-            {
-                let mut map = lock(&containers);
-                if map.contains_key(&spec.container_id) {
-                    // Lost a race with a launch of the same id: undo ours.
-                    drop(map);
-                    let _ = container.signal_group(Signal::SIGKILL);
-                    return Err(ContainerizerError::ContainerExists(spec.container_id));
-                }
-                map.insert(spec.container_id.clone(), container);
-            }
+            };
             tracing::info!(container_id = %spec.container_id, task_id = %spec.task_id, pid, "launched task as posix process");
-            let (done_tx, done_rx) = oneshot::channel();
-            tokio::spawn(supervise(child, pid, exit_tx, done_tx));
-            Ok(Launched { pid, exit: done_rx })
+            this.supervise(container, Some(child), exit_tx)
         }
         .boxed()
     }
@@ -171,11 +299,16 @@ impl Containerizer for PosixContainerizer {
                 return Ok(());
             }
             if !grace.is_zero() {
-                container.signal_group(Signal::SIGTERM)?;
-                let _ = tokio::time::timeout(grace, container.wait_exit()).await;
+                container.signal_init(Signal::SIGTERM)?;
+                if tokio::time::timeout(grace, container.wait_exit())
+                    .await
+                    .is_ok()
+                {
+                    return Ok(());
+                }
             }
-            // Whatever of the group outlived the grace (or the shell).
-            container.signal_group(Signal::SIGKILL)
+            let killing = container.clone();
+            blocking("kill", move || killing.kill_session()).await
         }
         .boxed()
     }
@@ -185,16 +318,18 @@ impl Containerizer for PosixContainerizer {
         let found = self.get(container_id);
         async move {
             let container = found?;
-            // Also takes down background processes the shell left behind.
-            container.signal_group(Signal::SIGKILL)?;
-            if tokio::time::timeout(DESTROY_TIMEOUT, container.wait_exit())
-                .await
-                .is_err()
-            {
-                return Err(ContainerizerError::KillTimeout {
-                    container_id: container.id.clone(),
-                    waited: DESTROY_TIMEOUT,
-                });
+            if !container.has_exited() {
+                let killing = container.clone();
+                blocking("kill", move || killing.kill_session()).await?;
+                if tokio::time::timeout(DESTROY_TIMEOUT, container.wait_exit())
+                    .await
+                    .is_err()
+                {
+                    return Err(ContainerizerError::KillTimeout {
+                        container_id: container.id.clone(),
+                        waited: DESTROY_TIMEOUT,
+                    });
+                }
             }
             let mut map = lock(&containers);
             if map
@@ -210,55 +345,83 @@ impl Containerizer for PosixContainerizer {
 
     fn recover(
         &self,
-        info: ContainerInfo,
+        spec: RecoverSpec,
     ) -> BoxFuture<'static, Result<Launched, ContainerizerError>> {
-        let containers = self.containers.clone();
+        let this = self.clone();
         async move {
-            validate_container_id(&info.container_id)?;
-            let raw_pid = info.recovered_pid()?;
-            // Open the pidfd first, then check the process still leads the
-            // task's session: the pidfd then names the task's shell, not a
-            // process that reused its pid.
-            let pidfd = pidfd::open(Pid::from_raw(raw_pid)).filter(|_| leads_own_session(info.pid));
+            validate_container_id(&spec.container_id)?;
+            let run_dir = spec.run_dir.clone();
+            let found = blocking("recover", move || run_dir::find(&run_dir)).await?;
+            let (pid, pidfd, never_started) = match found {
+                Found::Alive { pid, pidfd } => (pid, Some(pidfd), false),
+                Found::Gone { pid } => (pid, None, false),
+                Found::NeverStarted => (0, None, true),
+            };
+            let alive = pidfd.is_some();
             let (exit_tx, exit_rx) = watch::channel(None);
-            let container = Arc::new(Container {
-                id: info.container_id.clone(),
-                task_id: info.task_id.clone(),
-                pid: info.pid,
-                exit: exit_rx,
-                sigkilled: AtomicBool::new(false),
-            });
-            {
-                let mut map = lock(&containers);
-                if map.contains_key(&info.container_id) {
-                    return Err(ContainerizerError::ContainerExists(info.container_id));
-                }
-                map.insert(info.container_id.clone(), container.clone());
+            if never_started {
+                // An init still waiting for its release exits by itself.
+                let message = "The agent restarted before the task's command started";
+                exit_tx.send_replace(Some(Termination {
+                    exit_code: None,
+                    signal: None,
+                    oom_killed: false,
+                    message: message.into(),
+                }));
             }
-            tracing::info!(container_id = %info.container_id, pid = info.pid, alive = pidfd.is_some(), "recovered posix task");
-            let (done_tx, done_rx) = oneshot::channel();
-            tokio::spawn(async move {
-                if let Some(pidfd) = pidfd {
-                    pidfd::wait_exit(pidfd, true).await;
+            let container = Container {
+                id: spec.container_id.clone(),
+                task_id: spec.task_id.clone(),
+                pid,
+                pidfd,
+                run_dir: spec.run_dir.clone(),
+                exit: exit_rx,
+                gone: Mutex::new(!alive),
+                sigkilled: AtomicBool::new(false),
+            };
+            tracing::info!(container_id = %spec.container_id, pid, alive, "recovered posix task");
+            if never_started {
+                let container = Arc::new(container);
+                lock(&this.containers).insert(container.id.clone(), container.clone());
+                let (done_tx, done_rx) = oneshot::channel();
+                if let Some(t) = container.exit.borrow().clone() {
+                    let _ = done_tx.send(t);
                 }
-                // Not our child: its exit status went to its new parent.
-                let termination = if container.sigkilled.load(Ordering::SeqCst) {
-                    Termination::signaled(libc::SIGKILL, container.pid)
-                } else {
-                    Termination {
-                        exit_code: None,
-                        signal: None,
-                        oom_killed: false,
-                        message: "Command terminated, but its status is unknown after an agent restart".into(),
-                    }
-                };
-                exit_tx.send_replace(Some(termination.clone()));
-                let _ = done_tx.send(termination);
-            });
-            Ok(Launched {
-                pid: info.pid,
-                exit: done_rx,
+                return Ok(Launched { pid, exit: done_rx });
+            }
+            this.supervise(container, None, exit_tx)
+        }
+        .boxed()
+    }
+
+    fn remove_orphans(&self, _known: &HashSet<String>) -> BoxFuture<'static, Vec<String>> {
+        // Posix tasks live in no hierarchy of ours: every one of them is
+        // named by the checkpoint written before it started.
+        async { Vec::new() }.boxed()
+    }
+
+    fn usage(&self, container_id: &str) -> BoxFuture<'static, Result<Usage, ContainerizerError>> {
+        let found = self.get(container_id);
+        async move {
+            let container = found?;
+            blocking("usage", move || {
+                if *container.gone() {
+                    return Usage::default();
+                }
+                let members = procfs::session_members(container.pid);
+                let ticks = procfs::ticks_per_second();
+                let page = procfs::page_size();
+                Usage {
+                    cpus_user_time_secs: members.iter().map(|m| m.utime).sum::<u64>() as f64
+                        / ticks,
+                    cpus_system_time_secs: members.iter().map(|m| m.stime).sum::<u64>() as f64
+                        / ticks,
+                    mem_rss_bytes: members.iter().map(|m| m.rss_pages).sum::<u64>() * page,
+                    mem_limit_bytes: None,
+                    processes: members.len() as u64,
+                }
             })
+            .await
         }
         .boxed()
     }
@@ -276,26 +439,17 @@ impl Containerizer for PosixContainerizer {
     }
 }
 
-/// Whether `pid` is a live process that leads its own session and process
-/// group, as the shell of a posix task does.
-fn leads_own_session(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+/// Forks the init in a session of its own, records it in the run directory,
+/// then releases it. Blocks.
+fn spawn(
+    spec: &LaunchSpec,
+    init_program: &std::path::Path,
+    address_space_limit: bool,
+) -> Result<(Child, Option<OwnedFd>), ContainerizerError> {
+    let spawn_error = |source: io::Error| ContainerizerError::Spawn {
+        task_id: spec.task_id.clone(),
+        source,
     };
-    // After the ")" closing the command name: state ppid pgrp session.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let own = pid.to_string();
-    fields.first() != Some(&"Z")
-        && fields.get(2) == Some(&own.as_str())
-        && fields.get(3) == Some(&own.as_str())
-}
-
-/// Forks the task. Blocks; needs the tokio runtime's context (the blocking
-/// pool has it).
-fn spawn(spec: &LaunchSpec, address_space_limit: bool) -> Result<Child, ContainerizerError> {
     let sandbox_file = |name: &str| -> Result<File, ContainerizerError> {
         let path = spec.sandbox.join(name);
         OpenOptions::new()
@@ -306,24 +460,54 @@ fn spawn(spec: &LaunchSpec, address_space_limit: bool) -> Result<Child, Containe
     };
     let stdout = sandbox_file("stdout")?;
     let stderr = sandbox_file("stderr")?;
-    let mut command = Command::new("/bin/sh");
+    let (sync_read, sync_write) =
+        pipe2(OFlag::O_CLOEXEC).map_err(|e| spawn_error(io::Error::from(e)))?;
+    let status_file = run_dir::status_file(&spec.run_dir);
+    match std::fs::remove_file(&status_file) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(ContainerizerError::RunDir {
+                path: spec.run_dir.clone(),
+                source: e,
+            })
+        }
+        _ => {}
+    }
+    let sync_fd = sync_read.as_raw_fd();
+    let init_args = InitArgs {
+        sync_fd,
+        status_fd: None,
+        sandbox: spec.sandbox.clone(),
+        status_file: Some(status_file),
+        hostname: None,
+        namespaces: false,
+        user: spec.user.as_ref().map(|u| u.to_init()),
+        command: spec.command.clone(),
+    };
+    let mut command = Command::new(init_program);
+    command.arg0("meseta-init").arg(TASK_INIT_SUBCOMMAND);
+    for arg in init_args.to_args() {
+        command.arg(std::ffi::OsString::from(
+            <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&arg),
+        ));
+    }
     command
-        .arg("-c")
-        .arg(&spec.command)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.sandbox)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
-        .kill_on_drop(false);
+        .stderr(Stdio::from(stderr));
     let memory_bytes = (spec.mem_mb * 1024.0 * 1024.0) as u64;
     // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed: setsid and setrlimit are plain
-    // system calls and nothing here allocates.
+    // async-signal-safe calls are allowed: setsid, fcntl and setrlimit are
+    // plain system calls and nothing here allocates.
     unsafe {
         command.pre_exec(move || {
             setsid().map_err(io::Error::from)?;
+            // The init inherits the release pipe under its own number.
+            if libc::fcntl(sync_fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if address_space_limit && memory_bytes > 0 {
                 setrlimit(Resource::RLIMIT_AS, memory_bytes, memory_bytes)
                     .map_err(io::Error::from)?;
@@ -331,237 +515,28 @@ fn spawn(spec: &LaunchSpec, address_space_limit: bool) -> Result<Child, Containe
             Ok(())
         });
     }
-    command.spawn().map_err(|source| ContainerizerError::Spawn {
-        task_id: spec.task_id.clone(),
-        source,
-    })
-}
-
-async fn supervise(
-    mut child: Child,
-    pid: u32,
-    exit_tx: watch::Sender<Option<Termination>>,
-    done_tx: oneshot::Sender<Termination>,
-) {
-    let termination = match child.wait().await {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => Termination::exited(code),
-            (None, Some(signal)) => Termination::signaled(signal, pid),
-            (None, None) => Termination {
-                exit_code: None,
-                signal: None,
-                oom_killed: false,
-                message: format!("Command terminated with unknown status {status}"),
-            },
-        },
-        Err(e) => Termination {
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            message: format!("Command terminated, but waiting for it failed: {e}"),
-        },
+    let mut child = command.spawn().map_err(spawn_error)?;
+    drop(sync_read);
+    let pid = child.id();
+    let abandon = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
     };
-    tracing::info!(pid, message = %termination.message, "posix task terminated");
-    exit_tx.send_replace(Some(termination.clone()));
-    let _ = done_tx.send(termination);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::{Path, PathBuf};
-    use std::time::Instant;
-
-    type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    fn spec(sandbox: &Path, id: &str, command: &str) -> LaunchSpec {
-        LaunchSpec {
-            container_id: id.to_string(),
-            task_id: format!("task-{id}"),
-            command: command.to_string(),
-            env: vec![
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                ("GREETING".into(), "hello from env".into()),
-            ],
-            sandbox: sandbox.to_path_buf(),
-            cpus: 0.1,
-            mem_mb: 64.0,
-            hostname: None,
-        }
+    let pidfd = pidfd::open(Pid::from_raw(pid as i32));
+    let recorded = procfs::start_time(pid)
+        .ok_or_else(|| io::Error::other("the init vanished before its release"))
+        .and_then(|started| run_dir::write_pid(&spec.run_dir, pid, started));
+    if let Err(source) = recorded {
+        abandon(&mut child);
+        return Err(ContainerizerError::RunDir {
+            path: spec.run_dir.clone(),
+            source,
+        });
     }
-
-    /// Pids of live (non-zombie) processes in process group `pgid`.
-    fn group_members(pgid: u32) -> Vec<u32> {
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                    return false;
-                };
-                // After the ")" closing comm: state, ppid, pgrp.
-                let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-                    return false;
-                };
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                fields.first() != Some(&"Z")
-                    && fields.get(2).and_then(|p| p.parse::<u32>().ok()) == Some(pgid)
-            })
-            .collect()
+    // Release the init: it runs the command from now on.
+    if let Err(e) = File::from(sync_write).write_all(b"1") {
+        abandon(&mut child);
+        return Err(spawn_error(e));
     }
-
-    fn read(path: PathBuf) -> String {
-        std::fs::read_to_string(path).unwrap_or_default()
-    }
-
-    #[tokio::test]
-    async fn exit_code_and_stdout_reach_the_caller() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let posix = PosixContainerizer::new();
-        let launched = posix
-            .launch(spec(
-                dir.path(),
-                "c1",
-                "echo hi; echo \"$GREETING\"; echo oops >&2; pwd; exit 3",
-            ))
-            .await?;
-        let termination = launched.exit.await?;
-        assert_eq!(termination.exit_code, Some(3));
-        assert_eq!(termination.message, "Command exited with status 3");
-        let stdout = read(dir.path().join("stdout"));
-        assert!(stdout.starts_with("hi\nhello from env\n"), "{stdout:?}");
-        assert!(
-            stdout.contains(&dir.path().display().to_string()),
-            "cwd: {stdout:?}"
-        );
-        assert_eq!(read(dir.path().join("stderr")), "oops\n");
-        assert_eq!(posix.containers().len(), 1);
-        posix.destroy("c1").await?;
-        assert!(posix.containers().is_empty());
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn kill_escalates_to_sigkill_after_grace() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let posix = PosixContainerizer::new();
-        let launched = posix
-            .launch(spec(
-                dir.path(),
-                "c2",
-                "trap '' TERM; echo ready; sleep 100",
-            ))
-            .await?;
-        wait_for_file(&dir.path().join("stdout"), "ready").await;
-        let started = Instant::now();
-        posix.kill("c2", Duration::from_millis(300)).await?;
-        assert!(started.elapsed() >= Duration::from_millis(300));
-        let termination = launched.exit.await?;
-        assert_eq!(termination.signal, Some(libc::SIGKILL), "{termination:?}");
-        assert!(termination
-            .message
-            .starts_with("Command terminated with signal Killed"));
-        posix.destroy("c2").await?;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn kill_takes_the_whole_process_group() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let posix = PosixContainerizer::new();
-        let launched = posix
-            .launch(spec(
-                dir.path(),
-                "c3",
-                "sleep 100 & sleep 100 & echo ready; wait",
-            ))
-            .await?;
-        wait_for_file(&dir.path().join("stdout"), "ready").await;
-        let members = group_members(launched.pid);
-        assert!(members.len() >= 3, "sh and two sleeps: {members:?}");
-        posix.kill("c3", Duration::from_secs(1)).await?;
-        let termination = launched.exit.await?;
-        assert_eq!(termination.signal, Some(libc::SIGTERM), "{termination:?}");
-        // SIGKILL went to the group right after the shell died.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !group_members(launched.pid).is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(group_members(launched.pid), Vec::<u32>::new());
-        posix.destroy("c3").await?;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn unknown_and_duplicate_containers_are_refused() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let posix = PosixContainerizer::new();
-        assert!(matches!(
-            posix.kill("nope", Duration::ZERO).await,
-            Err(ContainerizerError::UnknownContainer(_))
-        ));
-        let launched = posix.launch(spec(dir.path(), "c4", "sleep 100")).await?;
-        assert!(matches!(
-            posix.launch(spec(dir.path(), "c4", "true")).await,
-            Err(ContainerizerError::ContainerExists(_))
-        ));
-        posix.destroy("c4").await?;
-        assert_eq!(launched.exit.await?.signal, Some(libc::SIGKILL));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn recovered_tasks_can_be_killed_and_report_their_end() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let before_restart = PosixContainerizer::new();
-        let launched = before_restart
-            .launch(spec(dir.path(), "c5", "sleep 100"))
-            .await?;
-        let info = before_restart.containers().pop().ok_or("not listed")?;
-        assert_eq!(info.pid, launched.pid);
-
-        let after_restart = PosixContainerizer::new();
-        let recovered = after_restart.recover(info.clone()).await?;
-        assert_eq!(recovered.pid, launched.pid);
-        assert_eq!(after_restart.containers(), vec![info]);
-        after_restart.kill("c5", Duration::ZERO).await?;
-        let termination = recovered.exit.await?;
-        assert_eq!(termination.signal, Some(libc::SIGKILL), "{termination:?}");
-        assert_eq!(launched.exit.await?.signal, Some(libc::SIGKILL));
-        after_restart.destroy("c5").await?;
-        before_restart.destroy("c5").await?;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_task_gone_during_the_restart_ends_at_recovery() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let before_restart = PosixContainerizer::new();
-        let launched = before_restart
-            .launch(spec(dir.path(), "c6", "true"))
-            .await?;
-        let info = before_restart.containers().pop().ok_or("not listed")?;
-        launched.exit.await?;
-        before_restart.destroy("c6").await?;
-
-        let after_restart = PosixContainerizer::new();
-        let termination = after_restart.recover(info).await?.exit.await?;
-        assert_eq!((termination.exit_code, termination.signal), (None, None));
-        assert!(
-            termination.message.contains("unknown"),
-            "{}",
-            termination.message
-        );
-        after_restart.destroy("c6").await?;
-        Ok(())
-    }
-
-    async fn wait_for_file(path: &Path, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !read(path.to_path_buf()).contains(text) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    Ok((child, pidfd))
 }
