@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "meseta/v1/master.proto",
         "meseta/v1/raft.proto",
         "meseta/v1/kv.proto",
+        "meseta/v1/agent.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

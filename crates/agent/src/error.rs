@@ -28,4 +28,6 @@ pub enum AgentError {
     },
     #[error("containerizer: {0}")]
     Containerizer(#[from] ContainerizerError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }

@@ -1,12 +1,14 @@
-//! The agent's HTTP endpoints: `/health`, `/state` (Mesos' shape) and
-//! `/files/read` / `/files/download` for sandbox files, confined to the
-//! agent's work dir.
+//! The agent's HTTP endpoints: `/health`, `/state` (Mesos' shape, plus each
+//! task's unacknowledged updates), `/monitor/statistics` (Mesos' shape, read
+//! from the containers' cgroups) and the sandbox files API (`/files/read`,
+//! `/files/download`, `/files/browse`), which serves nothing outside task
+//! sandboxes (see [`crate::files`]).
 
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,6 +17,7 @@ use meseta_core::{Resources, TaskStateExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::files::{self, FilesError};
 use crate::tasks::TaskRecord;
 use crate::Agent;
 
@@ -25,16 +28,51 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/state", get(state))
+        .route("/state.json", get(state))
         .route("/slave(1)/state", get(state))
         .route("/files/read", get(read))
+        .route("/files/read.json", get(read))
         .route("/files/download", get(download))
+        .route("/files/download.json", get(download))
+        .route("/files/browse", get(browse))
+        .route("/files/browse.json", get(browse))
+        .route("/monitor/statistics", get(statistics))
+        .route("/monitor/statistics.json", get(statistics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(agent)
 }
 
-fn task_json(t: &TaskRecord) -> Value {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn task_json(agent: &Agent, t: &TaskRecord, live: bool) -> Value {
     let resources = Resources::from_proto(&t.info.resources).unwrap_or_default();
+    let task_id = t
+        .info
+        .task_id
+        .as_ref()
+        .map(|i| i.value.clone())
+        .unwrap_or_default();
+    let unacknowledged: Vec<Value> = if live {
+        agent
+            .updates
+            .unacknowledged(&task_id)
+            .iter()
+            .map(|u| {
+                json!({
+                    "state": meseta_core::task::task_state_of(u.state).mesos_name(),
+                    "uuid": hex(&u.uuid),
+                    "timestamp": u.timestamp,
+                    "message": u.message,
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     json!({
-        "id": t.info.task_id.as_ref().map(|i| i.value.clone()).unwrap_or_default(),
+        "id": task_id,
         "name": t.info.name,
         "framework_id": t.framework_id,
         "state": t.state.mesos_name(),
@@ -42,7 +80,8 @@ fn task_json(t: &TaskRecord) -> Value {
         "container_id": t.container_id,
         "directory": t.sandbox.display().to_string(),
         "pid": t.pid,
-        "pending_updates": t.pending.len(),
+        "user": t.user,
+        "unacknowledged_updates": unacknowledged,
     })
 }
 
@@ -60,6 +99,7 @@ async fn state(State(agent): State<Arc<Agent>>) -> Json<Value> {
         .map(Attribute::from_proto)
         .map(|a| (a.name, json!(a.value)))
         .collect();
+    let config = &agent.config;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "id": agent.agent_id().unwrap_or_default(),
@@ -72,17 +112,23 @@ async fn state(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "used_resources": used.to_mesos_json(),
         "attributes": attributes,
         "flags": {
-            "work_dir": agent.config.work_dir.display().to_string(),
-            "masters": agent.config.masters.join(","),
+            "work_dir": config.work_dir.display().to_string(),
+            "masters": config.masters.join(","),
+            "recover": format!("{:?}", config.recover).to_lowercase(),
+            "switch_user": config.switch_user,
+            "cgroups_root": config.cgroups_root,
+            "containers_cgroup": (agent.containerizer.name() == "linux").then(|| agent.containers_cgroup.clone()),
+            "cgroups_max_pids": config.cgroups_max_pids,
+            "cgroups_enable_cfs": config.cgroups_enable_cfs,
         },
-        "tasks": table.tasks.values().map(task_json).collect::<Vec<_>>(),
-        "completed_tasks": table.completed.iter().map(task_json).collect::<Vec<_>>(),
+        "tasks": table.tasks.values().map(|t| task_json(&agent, t, true)).collect::<Vec<_>>(),
+        "completed_tasks": table.completed.iter().map(|t| task_json(&agent, t, false)).collect::<Vec<_>>(),
     }))
 }
 
 #[derive(Deserialize)]
-struct ReadParams {
-    path: String,
+struct FileParams {
+    path: Option<String>,
     offset: Option<i64>,
     length: Option<u64>,
 }
@@ -91,72 +137,146 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"message": message}))).into_response()
 }
 
-/// Resolve `path` to a file inside the work dir; `..` and paths elsewhere
-/// are refused.
-fn confine(agent: &Agent, path: &str) -> Result<PathBuf, (StatusCode, String)> {
-    let p = Path::new(path);
-    if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err((StatusCode::BAD_REQUEST, "path must not contain '..'".into()));
+impl IntoResponse for FilesError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            FilesError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            FilesError::Forbidden(_) => StatusCode::FORBIDDEN,
+            FilesError::NotFound(_) => StatusCode::NOT_FOUND,
+            FilesError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self.to_string())
     }
-    let root = &agent.config.work_dir;
-    let full = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        root.join(p)
-    };
-    if !full.starts_with(root) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            format!("{path} is outside the agent's work dir"),
-        ));
-    }
-    Ok(full)
+}
+
+fn path_of(q: &FileParams) -> Result<String, FilesError> {
+    q.path
+        .clone()
+        .ok_or_else(|| FilesError::BadRequest("missing 'path'".into()))
+}
+
+/// Runs a blocking files operation off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, FilesError> + Send + 'static,
+) -> Result<T, FilesError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| FilesError::Io(e.to_string()))?
 }
 
 /// Mesos' `/files/read`: `{"data": "...", "offset": N}`; `offset=-1` asks
 /// only for the file's size.
-async fn read(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> Response {
-    let full = match confine(&agent, &q.path) {
-        Ok(p) => p,
-        Err((status, text)) => return error(status, text),
-    };
-    let bytes = match tokio::fs::read(&full).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return error(StatusCode::NOT_FOUND, format!("{} does not exist", q.path))
-        }
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read {}: {e}", q.path),
-            )
-        }
-    };
-    let size = bytes.len() as u64;
-    let offset = match q.offset {
-        Some(o) if o < 0 => return Json(json!({"data": "", "offset": size})).into_response(),
-        Some(o) => (o as u64).min(size),
-        None => 0,
-    };
-    let length = q.length.unwrap_or(MAX_READ).min(MAX_READ);
-    let end = offset.saturating_add(length).min(size);
-    let data = String::from_utf8_lossy(&bytes[offset as usize..end as usize]).into_owned();
-    Json(json!({"data": data, "offset": offset})).into_response()
+async fn read(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<FileParams>,
+) -> Result<Response, FilesError> {
+    let path = path_of(&q)?;
+    let work_dir = agent.config.work_dir.clone();
+    let (offset, length) = (q.offset, q.length.unwrap_or(MAX_READ).min(MAX_READ));
+    let (data, offset) = blocking(move || {
+        let (file, size) = files::open_file(&work_dir, &path)?;
+        let offset = match offset {
+            Some(o) if o < 0 => return Ok((Vec::new(), size)),
+            Some(o) => (o as u64).min(size),
+            None => 0,
+        };
+        Ok((files::read_at(&file, offset, length)?, offset))
+    })
+    .await?;
+    Ok(Json(json!({
+        "data": String::from_utf8_lossy(&data),
+        "offset": offset,
+    }))
+    .into_response())
 }
 
-async fn download(State(agent): State<Arc<Agent>>, Query(q): Query<ReadParams>) -> Response {
-    let full = match confine(&agent, &q.path) {
-        Ok(p) => p,
-        Err((status, text)) => return error(status, text),
-    };
-    match tokio::fs::read(&full).await {
-        Ok(b) => b.into_response(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            error(StatusCode::NOT_FOUND, format!("{} does not exist", q.path))
-        }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read {}: {e}", q.path),
-        ),
+async fn download(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<FileParams>,
+) -> Result<Response, FilesError> {
+    let path = path_of(&q)?;
+    let work_dir = agent.config.work_dir.clone();
+    let name = std::path::Path::new(&path)
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('"', ""))
+        .unwrap_or_else(|| "download".into());
+    let (file, size) = blocking(move || files::open_file(&work_dir, &path)).await?;
+    let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Mesos' `/files/browse`: the entries of a sandbox directory.
+async fn browse(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<FileParams>,
+) -> Result<Json<Vec<files::Entry>>, FilesError> {
+    let path = path_of(&q)?;
+    let work_dir = agent.config.work_dir.clone();
+    Ok(Json(
+        blocking(move || files::browse(&work_dir, &path)).await?,
+    ))
+}
+
+/// Mesos' `/monitor/statistics`: one entry per running task (its command
+/// executor), with cpu time and memory read from its container.
+async fn statistics(State(agent): State<Arc<Agent>>) -> Json<Value> {
+    let tasks: Vec<TaskRecord> = agent
+        .tasks()
+        .tasks
+        .values()
+        .filter(|t| !t.state.is_terminal() && t.pid != 0)
+        .cloned()
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let Ok(usage) = agent.containerizer.usage(&t.container_id).await else {
+            continue; // ended meanwhile
+        };
+        let task_id = t
+            .info
+            .task_id
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
+        let resources = Resources::from_proto(&t.info.resources).unwrap_or_default();
+        let mem_limit = usage
+            .mem_limit_bytes
+            .unwrap_or((resources.scalar("mem") * 1024.0 * 1024.0) as u64);
+        let command = t
+            .info
+            .command
+            .as_ref()
+            .map(|c| c.value.clone())
+            .unwrap_or_default();
+        out.push(json!({
+            "executor_id": task_id,
+            "executor_name": format!("Command Executor (Task: {task_id}) (Command: sh -c '{command}')"),
+            "framework_id": t.framework_id,
+            "source": task_id,
+            "statistics": {
+                "timestamp": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+                "cpus_user_time_secs": usage.cpus_user_time_secs,
+                "cpus_system_time_secs": usage.cpus_system_time_secs,
+                "cpus_limit": resources.scalar("cpus"),
+                "mem_rss_bytes": usage.mem_rss_bytes,
+                "mem_limit_bytes": mem_limit,
+                "processes": usage.processes,
+            },
+        }));
     }
+    Json(Value::Array(out))
 }

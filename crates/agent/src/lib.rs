@@ -1,30 +1,82 @@
 //! The meseta agent: advertises its host's resources to the leading master,
 //! launches tasks in a containerizer, supervises them and delivers their
-//! status updates reliably (each update is resent until acknowledged).
+//! status updates reliably (checkpointed, then resent until acknowledged).
 //!
-//! Serves `/state`, `/health` and `/files/read` over HTTP (5051 by default);
-//! talks to the master over one outbound gRPC stream, so the master never
-//! needs to reach the agent.
+//! Tasks outlive the agent process: everything needed to find them again is
+//! checkpointed under `--work-dir` ([`checkpoint`]), and an agent that starts
+//! on a work dir with a checkpoint re-attaches to the tasks still running,
+//! reports the ones that ended while it was down, and kills whatever of its
+//! own no checkpoint names (see `tasks::recover`).
+//!
+//! Serves `/state`, `/health`, `/monitor/statistics` and the sandbox files
+//! API (`/files/read`, `/files/download`, `/files/browse`) over HTTP (5051
+//! by default); talks to the master over one outbound gRPC stream, so the
+//! master never needs to reach the agent.
 
+mod checkpoint;
 pub mod containerizer;
 pub mod error;
+mod files;
 mod http;
 mod link;
 pub mod resources;
+mod status_updates;
 mod tasks;
+pub mod user;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use meseta_core::attributes::parse_attributes;
 use meseta_core::Resources;
 use meseta_proto::v1 as pb;
 use tokio::net::TcpListener;
 
-use containerizer::Containerizer;
+use checkpoint::Checkpoint;
+pub use checkpoint::CheckpointError;
+use containerizer::{Containerizer, LinuxConfig};
 pub use error::AgentError;
+use status_updates::StatusUpdateManager;
 use tasks::TaskTable;
+
+/// What the agent does with the tasks it finds at start (Mesos' `--recover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoverMode {
+    /// Re-attach to every task still running and report the ones that ended
+    /// meanwhile.
+    #[default]
+    Reconnect,
+    /// Kill every task found; the master then reports them lost.
+    Cleanup,
+}
+
+impl std::str::FromStr for RecoverMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reconnect" => Ok(RecoverMode::Reconnect),
+            "cleanup" => Ok(RecoverMode::Cleanup),
+            other => Err(format!(
+                "unknown --recover '{other}' (expected 'reconnect' or 'cleanup')"
+            )),
+        }
+    }
+}
+
+/// What happens to the tasks when the agent stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Leave them running; the next agent on this work dir re-attaches (an
+    /// agent restart or upgrade, Mesos' SIGTERM).
+    KeepTasks,
+    /// Kill them and deliver their last updates first (Mesos' SIGUSR1; what
+    /// `meseta up` does on Ctrl-C).
+    KillTasks,
+}
 
 /// How an agent is started (`meseta agent` flags).
 #[derive(Debug, Clone)]
@@ -42,11 +94,24 @@ pub struct AgentConfig {
     /// `--attributes "rack:r1;zone:a"`.
     pub attributes: Option<String>,
     pub hostname: Option<String>,
+    /// Sandboxes and the checkpoint; made absolute at start. Task users must
+    /// be able to traverse it.
     pub work_dir: PathBuf,
-    /// `linux`, `posix`, or None to pick (linux as root with cgroups).
+    /// `linux`, `posix` (or `fake`), or None to pick (linux as root with
+    /// cgroups).
     pub isolation: Option<String>,
     /// Hard CPU caps with CFS quota (Mesos' `--cgroups_enable_cfs`).
     pub cgroups_enable_cfs: bool,
+    /// Parent cgroup of this host's agents (Mesos' `--cgroups_root`); each
+    /// agent keeps its containers in a child of it named after its work dir.
+    pub cgroups_root: String,
+    /// Per-task `pids.max` (None: unlimited).
+    pub cgroups_max_pids: Option<u64>,
+    /// Run tasks as their user (Mesos' `--switch_user`).
+    pub switch_user: bool,
+    pub recover: RecoverMode,
+    /// What [`BoundAgent::serve`] does with the tasks when it stops.
+    pub stop: StopMode,
 }
 
 impl AgentConfig {
@@ -61,6 +126,11 @@ impl AgentConfig {
             work_dir,
             isolation: None,
             cgroups_enable_cfs: false,
+            cgroups_root: containerizer::DEFAULT_CGROUPS_ROOT.to_string(),
+            cgroups_max_pids: Some(containerizer::DEFAULT_PIDS_MAX),
+            switch_user: true,
+            recover: RecoverMode::Reconnect,
+            stop: StopMode::KeepTasks,
         }
     }
 }
@@ -75,12 +145,23 @@ pub(crate) struct Agent {
     pub(crate) containerizer: Arc<dyn Containerizer>,
     pub(crate) agent_id: Mutex<Option<String>>,
     pub(crate) tasks: Mutex<TaskTable>,
-    pub(crate) link: link::Link,
+    /// Frameworks with a task here, as last launched.
+    pub(crate) frameworks: Mutex<HashMap<String, pb::FrameworkInfo>>,
+    pub(crate) link: Arc<link::Link>,
+    pub(crate) checkpoint: Arc<Checkpoint>,
+    pub(crate) updates: StatusUpdateManager,
+    /// The cgroup holding this agent's containers (relative to each
+    /// hierarchy's root), under linux isolation.
+    pub(crate) containers_cgroup: String,
 }
 
 impl Agent {
     pub(crate) fn tasks(&self) -> MutexGuard<'_, TaskTable> {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn frameworks(&self) -> MutexGuard<'_, HashMap<String, pb::FrameworkInfo>> {
+        self.frameworks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn agent_id(&self) -> Option<String> {
@@ -99,26 +180,59 @@ impl Agent {
             id: self.agent_id().map(|value| pb::AgentId { value }),
         }
     }
+
+    /// Where the container's run directory is (outside its sandbox).
+    pub(crate) fn run_dir(&self, container_id: &str) -> PathBuf {
+        self.config
+            .work_dir
+            .join("meta")
+            .join("runs")
+            .join(container_id)
+    }
 }
 
-/// An agent bound to its HTTP port, ready to run.
+/// The cgroup (under `--cgroups-root`) that holds this agent's containers:
+/// named after the work dir, so that several agents on one host never touch
+/// each other's tasks, and an agent whose checkpoint was wiped still finds
+/// (and kills) what its predecessor on that work dir left.
+fn agent_cgroup(work_dir: &Path) -> String {
+    // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in work_dir.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("agent-{hash:016x}")
+}
+
+/// An agent bound to its HTTP port, its tasks recovered, ready to run.
 pub struct BoundAgent {
     listener: TcpListener,
     agent: Arc<Agent>,
 }
 
 impl BoundAgent {
-    /// Detect resources, pick the containerizer, bind the HTTP port.
-    pub async fn bind(config: AgentConfig) -> Result<BoundAgent, AgentError> {
+    /// Opens the checkpoint, detects resources, picks the containerizer,
+    /// binds the HTTP port and recovers the tasks of an earlier run (see
+    /// [`RecoverMode`]) before anything registers with a master.
+    pub async fn bind(mut config: AgentConfig) -> Result<BoundAgent, AgentError> {
         if config.masters.is_empty() {
             return Err(AgentError::Config(
                 "--masters must name at least one master".into(),
             ));
         }
-        std::fs::create_dir_all(&config.work_dir).map_err(|source| AgentError::WorkDir {
-            path: config.work_dir.clone(),
-            source,
-        })?;
+        let work_dir_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| AgentError::WorkDir { path, source }
+        };
+        config.work_dir =
+            std::path::absolute(&config.work_dir).map_err(work_dir_error(&config.work_dir))?;
+        let runs = config.work_dir.join("meta").join("runs");
+        std::fs::create_dir_all(&runs).map_err(work_dir_error(&runs))?;
+        let checkpoint = Arc::new(Checkpoint::open(
+            &config.work_dir.join("meta").join("checkpoint"),
+        )?);
+        let recovered = checkpoint.load()?;
         let total = resources::detect(&config.work_dir, config.resources.as_deref())?;
         let attributes = match &config.attributes {
             Some(text) => parse_attributes(text)
@@ -128,8 +242,20 @@ impl BoundAgent {
                 .collect(),
             None => Vec::new(),
         };
-        let containerizer =
-            containerizer::detect_with(config.isolation.as_deref(), config.cgroups_enable_cfs)?;
+        let cgroups_root = format!(
+            "{}/{}",
+            config.cgroups_root.trim_matches('/'),
+            agent_cgroup(&config.work_dir)
+        );
+        let containerizer = containerizer::detect_with_config(
+            config.isolation.as_deref(),
+            LinuxConfig {
+                cgroups_root: cgroups_root.clone(),
+                cfs_quota: config.cgroups_enable_cfs,
+                pids_max: config.cgroups_max_pids,
+                ..LinuxConfig::default()
+            },
+        )?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -146,25 +272,31 @@ impl BoundAgent {
             .advertise
             .clone()
             .unwrap_or_else(|| meseta_proto::serve::advertised(local));
-        let agent_id = link::load_agent_id(&config.work_dir);
         tracing::info!(
             address = %address,
             hostname = %hostname,
             resources = %total,
             isolation = containerizer.name(),
+            work_dir = %config.work_dir.display(),
             "agent starting"
         );
+        let link = Arc::new(link::Link::default());
         let agent = Arc::new(Agent {
             address,
             hostname,
             total,
             attributes,
             containerizer,
-            agent_id: Mutex::new(agent_id),
+            agent_id: Mutex::new(recovered.agent_id.clone()),
             tasks: Mutex::new(TaskTable::default()),
-            link: link::Link::default(),
+            frameworks: Mutex::new(HashMap::new()),
+            updates: StatusUpdateManager::new(checkpoint.clone(), link.clone()),
+            link,
+            checkpoint,
+            containers_cgroup: cgroups_root,
             config,
         });
+        tasks::recover(&agent, recovered).await;
         Ok(BoundAgent { listener, agent })
     }
 
@@ -173,22 +305,128 @@ impl BoundAgent {
         &self.agent.address
     }
 
-    /// Run until `shutdown` resolves; then kill the tasks this agent started.
+    /// Run until `shutdown` resolves, then stop as [`AgentConfig::stop`]
+    /// says.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AgentError> {
+        let mode = self.agent.config.stop;
+        self.serve_until(async move {
+            shutdown.await;
+            mode
+        })
+        .await
+    }
+
+    /// Run until `shutdown` resolves with what to do with the tasks.
+    pub async fn serve_until(
+        self,
+        shutdown: impl std::future::Future<Output = StopMode> + Send + 'static,
     ) -> Result<(), AgentError> {
         let agent = self.agent;
         let link_task = tokio::spawn(link::run(agent.clone()));
         let retry_task = tokio::spawn(tasks::retry_loop(agent.clone()));
         let addr = agent.address.clone();
-        let result =
-            meseta_proto::serve::serve(self.listener, http::router(agent.clone()), shutdown)
-                .await
-                .map_err(|source| AgentError::Serve { addr, source });
+        let (mode_tx, mode_rx) = tokio::sync::oneshot::channel();
+        let stop = async move {
+            let _ = mode_tx.send(shutdown.await);
+        };
+        let result = meseta_proto::serve::serve(self.listener, http::router(agent.clone()), stop)
+            .await
+            .map_err(|source| AgentError::Serve { addr, source });
+        let mode = mode_rx.await.unwrap_or(StopMode::KeepTasks);
+        if mode == StopMode::KillTasks {
+            // While the master link still runs, so the last updates go out.
+            tasks::kill_all(&agent).await;
+            tasks::wait_delivered(&agent, Duration::from_secs(5)).await;
+        } else {
+            let running = agent.tasks().tasks.len();
+            tracing::info!(
+                tasks = running,
+                "agent stopping; its tasks keep running for the next agent on this work dir"
+            );
+        }
         link_task.abort();
         retry_task.abort();
-        tasks::kill_all(&agent).await;
         result
+    }
+}
+
+/// Agents for unit tests: a fake containerizer, a checkpoint in memory, no
+/// master (updates stay queued), a temporary work dir.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::containerizer::FakeContainerizer;
+
+    pub fn test_agent(fake: FakeContainerizer) -> (Arc<Agent>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = agent_on(fake, Arc::new(Checkpoint::temporary()), dir.path());
+        (agent, dir)
+    }
+
+    pub fn agent_on(
+        fake: FakeContainerizer,
+        checkpoint: Arc<Checkpoint>,
+        dir: &Path,
+    ) -> Arc<Agent> {
+        let config = AgentConfig::new(
+            "127.0.0.1:0".parse().expect("an address"),
+            vec!["127.0.0.1:1".into()],
+            dir.to_path_buf(),
+        );
+        let link = Arc::new(link::Link::default());
+        Arc::new(Agent {
+            address: "127.0.0.1:5051".into(),
+            hostname: "localhost".into(),
+            total: Resources::parse("cpus:4;mem:4096").expect("resources"),
+            attributes: Vec::new(),
+            containerizer: Arc::new(fake),
+            agent_id: Mutex::new(Some("agent-test".into())),
+            tasks: Mutex::new(TaskTable::default()),
+            frameworks: Mutex::new(HashMap::new()),
+            updates: StatusUpdateManager::new(checkpoint.clone(), link.clone()),
+            link,
+            checkpoint,
+            containers_cgroup: String::new(),
+            config,
+        })
+    }
+
+    pub fn task_info(id: &str, command: &str) -> pb::TaskInfo {
+        pb::TaskInfo {
+            name: id.into(),
+            task_id: Some(pb::TaskId { value: id.into() }),
+            resources: Resources::parse("cpus:0.1;mem:32")
+                .expect("resources")
+                .to_proto(),
+            command: Some(pb::CommandInfo {
+                value: command.into(),
+                shell: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_cgroups_follow_the_work_dir() {
+        let a = agent_cgroup(Path::new("/var/lib/meseta/agent"));
+        assert_eq!(a, agent_cgroup(Path::new("/var/lib/meseta/agent")));
+        assert_ne!(a, agent_cgroup(Path::new("/var/lib/meseta/agent2")));
+        assert!(a.starts_with("agent-") && a.len() == 22, "{a}");
+    }
+
+    #[test]
+    fn recover_modes_parse() {
+        assert_eq!("reconnect".parse(), Ok(RecoverMode::Reconnect));
+        assert_eq!("cleanup".parse(), Ok(RecoverMode::Cleanup));
+        assert!("bogus".parse::<RecoverMode>().is_err());
     }
 }

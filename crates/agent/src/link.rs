@@ -3,7 +3,6 @@
 //! up; launches, kills and acknowledgements down. Follows the leader named
 //! by a follower master and reconnects with backoff.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 
+use crate::status_updates::UpdateSink;
 use crate::{tasks, Agent};
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -47,27 +47,9 @@ impl Link {
     }
 }
 
-fn agent_id_path(work_dir: &Path) -> PathBuf {
-    work_dir.join("meta").join("agent_id")
-}
-
-/// The id this agent registered with before, if it checkpointed one.
-pub(crate) fn load_agent_id(work_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(agent_id_path(work_dir))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
-fn save_agent_id(work_dir: &Path, id: &str) {
-    let path = agent_id_path(work_dir);
-    let result = path
-        .parent()
-        .map(std::fs::create_dir_all)
-        .unwrap_or(Ok(()))
-        .and_then(|_| std::fs::write(&path, id));
-    if let Err(e) = result {
-        tracing::warn!(path = %path.display(), error = %e, "could not checkpoint the agent id");
+impl UpdateSink for Link {
+    fn send_update(&self, framework_id: &str, status: &pb::TaskStatus) -> bool {
+        self.send(tasks::status_update(framework_id, status.clone()))
     }
 }
 
@@ -161,11 +143,18 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
                 let previous = agent.agent_id();
                 *agent.agent_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
                 if previous.as_deref() != Some(id.as_str()) {
-                    save_agent_id(&agent.config.work_dir, &id);
+                    let saved = agent.checkpoint.set_agent_id(&id);
+                    let flushed = match saved {
+                        Ok(()) => agent.checkpoint.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = flushed {
+                        tracing::warn!(error = %e, "could not checkpoint the agent id");
+                    }
                 }
                 agent.link.set(Some(tx.clone()));
-                tracing::info!(master = %target, agent_id = %id, "registered with the leading master");
-                tasks::resend_pending(agent);
+                tracing::info!(master = %target, agent_id = %id, tasks = agent.tasks().tasks.len(), "registered with the leading master");
+                agent.updates.resend_all();
                 let hb_tx = tx.clone();
                 heartbeat = Some(tokio::spawn(async move {
                     loop {

@@ -1,14 +1,16 @@
-//! Task supervision and reliable status updates.
+//! Task supervision: launch, kill, the end of a task, and recovery after an
+//! agent restart. Status updates go through the status update manager
+//! ([`crate::status_updates`]), which checkpoints them before they are sent.
 //!
-//! Each task keeps a queue of status updates not yet acknowledged; only the
-//! head is in flight (as Mesos' status update manager does, so a framework
-//! sees a task's states in order). The head is resent on reconnection and
-//! every few seconds until the framework acknowledges it.
+//! A task is checkpointed (TaskInfo, container id, sandbox, run directory,
+//! state) before its container starts, and stays checkpointed until its
+//! terminal update is acknowledged; then its record, its updates and its run
+//! directory are removed (the sandbox stays for operators).
 
-use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use meseta_core::task::task_state_of;
 use meseta_core::{Resources, TaskStateExt};
@@ -16,12 +18,15 @@ use meseta_proto::v1 as pb;
 use pb::task_status::Reason;
 use pb::TaskState;
 
-use crate::containerizer::{LaunchSpec, Termination};
-use crate::Agent;
+use crate::checkpoint::Recovered;
+use crate::containerizer::{LaunchSpec, Launched, RecoverSpec, TaskUser, Termination};
+use crate::status_updates::Acked;
+use crate::{user, Agent, RecoverMode};
 
 /// Marathon's default `taskKillGracePeriodSeconds` when none is given.
 const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
-const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How often overdue updates are looked for.
+const RETRY_TICK: Duration = Duration::from_secs(1);
 const COMPLETED_KEPT: usize = 100;
 
 /// One task this agent runs (or ran, until its terminal update is acked).
@@ -31,22 +36,50 @@ pub(crate) struct TaskRecord {
     pub info: pb::TaskInfo,
     pub container_id: String,
     pub sandbox: PathBuf,
+    pub run_dir: PathBuf,
     pub state: TaskState,
+    /// The init's pid as the host sees it (0 until started).
     pub pid: u32,
     pub killing: bool,
-    /// Updates not yet acknowledged; the head is in flight.
-    pub pending: VecDeque<pb::TaskStatus>,
+    /// The user it runs as (None: the agent's).
+    pub user: Option<String>,
     pub latest: Option<pb::TaskStatus>,
+}
+
+impl TaskRecord {
+    fn task_id(&self) -> String {
+        self.info
+            .task_id
+            .as_ref()
+            .map(|t| t.value.clone())
+            .unwrap_or_default()
+    }
+
+    fn to_checkpoint(&self) -> pb::TaskCheckpoint {
+        pb::TaskCheckpoint {
+            framework_id: Some(pb::FrameworkId {
+                value: self.framework_id.clone(),
+            }),
+            task: Some(self.info.clone()),
+            container_id: self.container_id.clone(),
+            sandbox: self.sandbox.display().to_string(),
+            run_dir: self.run_dir.display().to_string(),
+            state: self.state as i32,
+            killing: self.killing,
+            user: self.user.clone().unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct TaskTable {
-    pub tasks: HashMap<String, TaskRecord>,
+    pub tasks: std::collections::HashMap<String, TaskRecord>,
     pub completed: VecDeque<TaskRecord>,
 }
 
 impl TaskTable {
-    /// What the agent reports when (re-)registering.
+    /// What the agent reports when (re-)registering: every task it holds,
+    /// including those whose terminal update is not acknowledged yet.
     pub(crate) fn running_tasks(&self) -> Vec<pb::RunningTask> {
         self.tasks
             .values()
@@ -62,7 +95,10 @@ impl TaskTable {
     }
 }
 
-fn status_update(framework_id: &str, status: pb::TaskStatus) -> pb::agent_message::Message {
+pub(crate) fn status_update(
+    framework_id: &str,
+    status: pb::TaskStatus,
+) -> pb::agent_message::Message {
     pb::agent_message::Message::StatusUpdate(pb::agent_message::StatusUpdate {
         framework_id: Some(pb::FrameworkId {
             value: framework_id.to_string(),
@@ -78,88 +114,97 @@ fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Queue an update for `task_id` and send it if it is the only one pending.
-fn update(agent: &Agent, task_id: &str, state: TaskState, reason: Reason, message: String) {
+/// Records a new state of `task_id` (in memory and in its checkpoint) and
+/// hands the update to the status update manager, which flushes the
+/// checkpoint before sending it.
+async fn update(agent: &Agent, task_id: &str, state: TaskState, reason: Reason, message: String) {
     let agent_id = agent.agent_id().unwrap_or_default();
-    let mut table = agent.tasks();
-    let Some(task) = table.tasks.get_mut(task_id) else {
-        return;
+    let (framework_id, status) = {
+        let mut table = agent.tasks();
+        let Some(task) = table.tasks.get_mut(task_id) else {
+            return;
+        };
+        let status = pb::TaskStatus {
+            task_id: Some(pb::TaskId {
+                value: task_id.to_string(),
+            }),
+            state: state as i32,
+            message,
+            source: pb::task_status::Source::Executor as i32,
+            reason: reason as i32,
+            agent_id: Some(pb::AgentId { value: agent_id }),
+            timestamp: now_secs(),
+            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            pid: task.pid,
+            ..Default::default()
+        };
+        task.state = state;
+        task.latest = Some(status.clone());
+        if let Err(e) = agent.checkpoint.put_task(&task.to_checkpoint()) {
+            tracing::error!(task = %task_id, error = %e, "could not checkpoint the task's state");
+        }
+        (task.framework_id.clone(), status)
     };
-    let status = pb::TaskStatus {
-        task_id: Some(pb::TaskId {
-            value: task_id.to_string(),
-        }),
-        state: state as i32,
-        message,
-        source: pb::task_status::Source::Executor as i32,
-        reason: reason as i32,
-        agent_id: Some(pb::AgentId { value: agent_id }),
-        timestamp: now_secs(),
-        uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
-        pid: task.pid,
-        ..Default::default()
-    };
-    task.state = state;
-    task.latest = Some(status.clone());
-    task.pending.push_back(status.clone());
-    if task.pending.len() == 1 {
-        let fid = task.framework_id.clone();
-        drop(table);
-        agent.link.send(status_update(&fid, status));
-    }
+    agent.updates.update(&framework_id, status).await;
 }
 
-/// The framework acknowledged an update: drop it and send the next one. A
-/// task whose terminal update is acknowledged is forgotten.
-pub(crate) fn acknowledge(agent: &Agent, task_id: &str, uuid: &[u8]) {
-    let mut table = agent.tasks();
-    let Some(task) = table.tasks.get_mut(task_id) else {
-        return;
-    };
-    if task.pending.front().is_none_or(|head| head.uuid != uuid) {
-        return; // a duplicate or stale acknowledgement
-    }
-    task.pending.pop_front();
-    if let Some(next) = task.pending.front().cloned() {
-        let fid = task.framework_id.clone();
-        drop(table);
-        agent.link.send(status_update(&fid, next));
+/// The framework acknowledged an update. Once the terminal one is, the task
+/// is forgotten: its checkpoint and run directory go, its record moves to
+/// the completed tasks.
+pub(crate) fn acknowledge(agent: &Arc<Agent>, task_id: &str, uuid: &[u8]) {
+    if agent.updates.acknowledge(task_id, uuid) != (Acked::Head { done: true }) {
         return;
     }
-    if task.state.is_terminal() {
-        if let Some(done) = table.tasks.remove(task_id) {
-            table.completed.push_back(done);
+    let done = {
+        let mut table = agent.tasks();
+        let done = table.tasks.remove(task_id);
+        if let Some(done) = &done {
+            table.completed.push_back(done.clone());
             while table.completed.len() > COMPLETED_KEPT {
                 table.completed.pop_front();
             }
         }
-    }
+        done
+    };
+    let Some(done) = done else {
+        return;
+    };
+    forget(agent, &done);
 }
 
-/// Send the head update of every task again (after reconnecting).
-pub(crate) fn resend_pending(agent: &Agent) {
-    let heads: Vec<(String, pb::TaskStatus)> = agent
+/// Removes what the checkpoint holds of a finished task (and of its
+/// framework, when it was the last task of it).
+fn forget(agent: &Arc<Agent>, done: &TaskRecord) {
+    let task_id = done.task_id();
+    if let Err(e) = agent.checkpoint.remove_task(&task_id) {
+        tracing::warn!(task = %task_id, error = %e, "could not remove the task's checkpoint");
+    }
+    let last_of_framework = !agent
         .tasks()
         .tasks
         .values()
-        .filter_map(|t| {
-            t.pending
-                .front()
-                .map(|h| (t.framework_id.clone(), h.clone()))
-        })
-        .collect();
-    for (fid, status) in heads {
-        if !agent.link.send(status_update(&fid, status)) {
-            return;
+        .any(|t| t.framework_id == done.framework_id);
+    if last_of_framework {
+        agent.frameworks().remove(&done.framework_id);
+        if let Err(e) = agent.checkpoint.remove_framework(&done.framework_id) {
+            tracing::warn!(framework = %done.framework_id, error = %e, "could not remove the framework's checkpoint");
         }
     }
+    let run_dir = done.run_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %run_dir.display(), error = %e, "could not remove a run directory");
+            }
+        }
+    });
 }
 
-/// Resend unacknowledged updates until they are acknowledged.
+/// Resends overdue updates until they are acknowledged.
 pub(crate) async fn retry_loop(agent: Arc<Agent>) {
     loop {
-        tokio::time::sleep(RETRY_INTERVAL).await;
-        resend_pending(&agent);
+        tokio::time::sleep(RETRY_TICK).await;
+        agent.updates.resend_due(Instant::now());
     }
 }
 
@@ -183,7 +228,8 @@ fn environment(
     agent: &Agent,
     framework_id: &str,
     task: &pb::TaskInfo,
-    sandbox: &std::path::Path,
+    sandbox: &Path,
+    user: Option<&TaskUser>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     for key in ["PATH", "LANG", "LC_ALL", "TZ"] {
@@ -215,6 +261,10 @@ fn environment(
     set(&mut env, "MESOS_SANDBOX", sandbox.clone());
     set(&mut env, "MESOS_DIRECTORY", sandbox.clone());
     set(&mut env, "HOME", sandbox);
+    if let Some(user) = user {
+        set(&mut env, "USER", user.name.clone());
+        set(&mut env, "MESOS_USER", user.name.clone());
+    }
     set(&mut env, "MESOS_TASK_ID", task_id);
     set(&mut env, "MESOS_FRAMEWORK_ID", framework_id.to_string());
     set(
@@ -229,8 +279,8 @@ fn environment(
     env
 }
 
-/// RunTask from the master: record the task, start it in the containerizer,
-/// report STARTING / RUNNING, then supervise it to its end.
+/// RunTask from the master: record and checkpoint the task, start it in the
+/// containerizer, report STARTING / RUNNING, then supervise it to its end.
 pub(crate) fn launch(agent: Arc<Agent>, framework: Option<pb::FrameworkInfo>, task: pb::TaskInfo) {
     let Some(task_id) = task.task_id.as_ref().map(|t| t.value.clone()) else {
         tracing::warn!("ignoring a RunTask without a task id");
@@ -251,6 +301,17 @@ pub(crate) fn launch(agent: Arc<Agent>, framework: Option<pb::FrameworkInfo>, ta
         .join(sanitize(&task_id))
         .join("runs")
         .join(&container_id);
+    let run_dir = agent.run_dir(&container_id);
+    let command_user = task
+        .command
+        .as_ref()
+        .map(|c| c.user.clone())
+        .unwrap_or_default();
+    let framework_user = framework
+        .as_ref()
+        .map(|f| f.user.clone())
+        .unwrap_or_default();
+    let resolved = user::resolve(agent.config.switch_user, &command_user, &framework_user);
     {
         let mut table = agent.tasks();
         if table.tasks.contains_key(&task_id) {
@@ -264,25 +325,48 @@ pub(crate) fn launch(agent: Arc<Agent>, framework: Option<pb::FrameworkInfo>, ta
                 info: task.clone(),
                 container_id: container_id.clone(),
                 sandbox: sandbox.clone(),
+                run_dir: run_dir.clone(),
                 state: TaskState::TaskStaging,
                 pid: 0,
                 killing: false,
-                pending: VecDeque::new(),
+                user: resolved
+                    .as_ref()
+                    .ok()
+                    .and_then(|u| u.as_ref().map(|u| u.name.clone())),
                 latest: None,
             },
         );
     }
+    if let Some(info) = framework {
+        let new = agent
+            .frameworks()
+            .insert(framework_id.clone(), info.clone())
+            .as_ref()
+            != Some(&info);
+        if new {
+            if let Err(e) = agent.checkpoint.put_framework(&info) {
+                tracing::error!(framework = %framework_id, error = %e, "could not checkpoint the framework");
+            }
+        }
+    }
     tokio::spawn(async move {
-        if let Err(message) = start(
-            &agent,
-            &framework_id,
-            &task,
-            &task_id,
-            &container_id,
-            &sandbox,
-        )
-        .await
-        {
+        let started = match resolved {
+            Ok(task_user) => {
+                start(
+                    &agent,
+                    &framework_id,
+                    &task,
+                    &task_id,
+                    &container_id,
+                    &sandbox,
+                    &run_dir,
+                    task_user,
+                )
+                .await
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(message) = started {
             tracing::warn!(task = %task_id, error = %message, "task launch failed");
             update(
                 &agent,
@@ -290,18 +374,53 @@ pub(crate) fn launch(agent: Arc<Agent>, framework: Option<pb::FrameworkInfo>, ta
                 TaskState::TaskFailed,
                 Reason::ContainerLaunchFailed,
                 message,
-            );
+            )
+            .await;
         }
     });
 }
 
+/// Creates the sandbox (owned by the task's user), its `stdout`/`stderr`,
+/// and the run directory.
+fn prepare_dirs(sandbox: &Path, run_dir: &Path, user: Option<&TaskUser>) -> Result<(), String> {
+    std::fs::create_dir_all(sandbox)
+        .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
+    std::fs::create_dir_all(run_dir)
+        .map_err(|e| format!("cannot create run directory {}: {e}", run_dir.display()))?;
+    let mut owned = vec![sandbox.to_path_buf()];
+    for name in ["stdout", "stderr"] {
+        let path = sandbox.join(name);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        owned.push(path);
+    }
+    if let Some(user) = user {
+        for path in owned {
+            std::os::unix::fs::chown(&path, Some(user.uid), Some(user.gid)).map_err(|e| {
+                format!(
+                    "cannot give {} to user '{}': {e}",
+                    path.display(),
+                    user.name
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn start(
     agent: &Arc<Agent>,
     framework_id: &str,
     task: &pb::TaskInfo,
     task_id: &str,
     container_id: &str,
-    sandbox: &std::path::Path,
+    sandbox: &Path,
+    run_dir: &Path,
+    task_user: Option<TaskUser>,
 ) -> Result<(), String> {
     if let Some(container) = &task.container {
         if container.r#type == pb::container_info::Type::Docker as i32 {
@@ -314,63 +433,93 @@ async fn start(
         .map(command_line)
         .filter(|c| !c.trim().is_empty())
         .ok_or("the task has no command")?;
-    tokio::fs::create_dir_all(sandbox)
-        .await
-        .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
     let resources = Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
+    {
+        let (sandbox, run_dir, task_user) = (
+            sandbox.to_path_buf(),
+            run_dir.to_path_buf(),
+            task_user.clone(),
+        );
+        tokio::task::spawn_blocking(move || prepare_dirs(&sandbox, &run_dir, task_user.as_ref()))
+            .await
+            .map_err(|e| format!("preparing the sandbox failed: {e}"))??;
+    }
+    // Flushes the task's checkpoint too: it is on disk before the container
+    // exists.
     update(
         agent,
         task_id,
         TaskState::TaskStarting,
         Reason::None,
         String::new(),
-    );
+    )
+    .await;
     let spec = LaunchSpec {
         container_id: container_id.to_string(),
         task_id: task_id.to_string(),
         command,
-        env: environment(agent, framework_id, task, sandbox),
+        env: environment(agent, framework_id, task, sandbox, task_user.as_ref()),
         sandbox: sandbox.to_path_buf(),
         cpus: resources.scalar("cpus"),
         mem_mb: resources.scalar("mem"),
         hostname: None,
+        run_dir: run_dir.to_path_buf(),
+        user: task_user,
     };
     let launched = agent
         .containerizer
         .launch(spec)
         .await
         .map_err(|e| e.to_string())?;
-    let killing = {
+    tracing::info!(task = %task_id, pid = launched.pid, sandbox = %sandbox.display(), "task running");
+    running(agent, task_id, container_id, launched).await;
+    Ok(())
+}
+
+/// The container runs: record its pid, report RUNNING (unless it already
+/// was), honour a kill that arrived meanwhile, and supervise it.
+async fn running(agent: &Arc<Agent>, task_id: &str, container_id: &str, launched: Launched) {
+    let (killing, grace, reported) = {
         let mut table = agent.tasks();
         match table.tasks.get_mut(task_id) {
             Some(t) => {
                 t.pid = launched.pid;
-                t.killing
+                (
+                    t.killing,
+                    kill_grace(&t.info, None),
+                    t.state == TaskState::TaskRunning,
+                )
             }
-            None => false,
+            None => (false, DEFAULT_KILL_GRACE, true),
         }
     };
-    tracing::info!(task = %task_id, pid = launched.pid, sandbox = %sandbox.display(), "task running");
-    update(
-        agent,
-        task_id,
-        TaskState::TaskRunning,
-        Reason::None,
-        String::new(),
-    );
+    // A recovered launch that never started its command (pid 0) did not run.
+    if !reported && launched.pid != 0 {
+        update(
+            agent,
+            task_id,
+            TaskState::TaskRunning,
+            Reason::None,
+            String::new(),
+        )
+        .await;
+    }
     if killing {
-        // A kill arrived while the container was starting.
-        let grace = kill_grace(task, None);
+        // A kill arrived while the container was starting (or before the
+        // agent restarted).
         let _ = agent.containerizer.kill(container_id, grace).await;
     }
-    let termination = launched.exit.await.unwrap_or_else(|_| Termination {
-        exit_code: None,
-        signal: None,
-        oom_killed: false,
-        message: "the containerizer lost the task".into(),
+    let agent = agent.clone();
+    let (task_id, container_id) = (task_id.to_string(), container_id.to_string());
+    tokio::spawn(async move {
+        let termination = launched.exit.await.unwrap_or_else(|_| Termination {
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            message: "the containerizer lost the task".into(),
+        });
+        finish(&agent, &task_id, &container_id, termination).await;
     });
-    finish(agent, task_id, container_id, termination).await;
-    Ok(())
 }
 
 async fn finish(agent: &Arc<Agent>, task_id: &str, container_id: &str, t: Termination) {
@@ -385,7 +534,7 @@ async fn finish(agent: &Arc<Agent>, task_id: &str, container_id: &str, t: Termin
         (TaskState::TaskFailed, Reason::CommandExecutorFailed)
     };
     tracing::info!(task = %task_id, state = state.mesos_name(), message = %t.message, "task ended");
-    update(agent, task_id, state, reason, t.message);
+    update(agent, task_id, state, reason, t.message).await;
     if let Err(e) = agent.containerizer.destroy(container_id).await {
         tracing::warn!(task = %task_id, error = %e, "could not clean up the container");
     }
@@ -408,6 +557,11 @@ pub(crate) fn kill(agent: Arc<Agent>, task_id: &str, policy: Option<pb::KillPoli
         table.tasks.get_mut(task_id).map(|t| {
             let first = !t.killing;
             t.killing = true;
+            if first {
+                if let Err(e) = agent.checkpoint.put_task(&t.to_checkpoint()) {
+                    tracing::warn!(task = %task_id, error = %e, "could not checkpoint the kill");
+                }
+            }
             (
                 t.container_id.clone(),
                 kill_grace(&t.info, policy),
@@ -472,31 +626,189 @@ pub(crate) fn kill_framework(agent: Arc<Agent>, framework_id: &str) {
     }
 }
 
-/// On shutdown: kill every task and wait (bounded) for them to end.
+/// Stopping with [`crate::StopMode::KillTasks`]: kill every task and wait
+/// (bounded) for their ends to be reported.
 pub(crate) async fn kill_all(agent: &Arc<Agent>) {
-    let containers: Vec<(String, Duration)> = agent
+    let ids: Vec<(String, Duration)> = agent
         .tasks()
         .tasks
-        .values_mut()
+        .values()
         .filter(|t| !t.state.is_terminal())
-        .map(|t| {
-            t.killing = true;
-            (t.container_id.clone(), kill_grace(&t.info, None))
-        })
+        .map(|t| (t.task_id(), kill_grace(&t.info, None)))
         .collect();
-    if containers.is_empty() {
+    if ids.is_empty() {
         return;
     }
-    tracing::info!(
-        tasks = containers.len(),
-        "stopping: killing this agent's tasks"
-    );
-    let kills = containers
-        .iter()
-        .map(|(cid, grace)| agent.containerizer.kill(cid, *grace));
-    let _ = tokio::time::timeout(Duration::from_secs(15), futures::future::join_all(kills)).await;
-    for (cid, _) in containers {
+    tracing::info!(tasks = ids.len(), "stopping: killing this agent's tasks");
+    for (id, _) in &ids {
+        kill(agent.clone(), id, None);
+    }
+    let longest = ids.iter().map(|(_, g)| *g).max().unwrap_or_default();
+    let deadline = Instant::now() + longest + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let alive = agent.tasks().tasks.values().any(|t| !t.state.is_terminal());
+        if !alive {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whatever is left (a container that ignores SIGKILL cannot be, but a
+    // launch still in flight can) is destroyed without waiting for it.
+    let left: Vec<String> = agent
+        .tasks()
+        .tasks
+        .values()
+        .filter(|t| !t.state.is_terminal())
+        .map(|t| t.container_id.clone())
+        .collect();
+    for cid in left {
         let _ = agent.containerizer.destroy(&cid).await;
+    }
+}
+
+/// Waits (at most `patience`) until every update was acknowledged.
+pub(crate) async fn wait_delivered(agent: &Arc<Agent>, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        let pending = {
+            let ids: Vec<String> = agent.tasks().tasks.keys().cloned().collect();
+            ids.iter().any(|id| agent.updates.has_pending(id))
+        };
+        if !pending || !agent.link.connected() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What recovery found, for the one log line it ends with.
+#[derive(Debug, Default)]
+struct RecoverySummary {
+    reattached: usize,
+    ended: usize,
+    failed: usize,
+    killed: usize,
+    orphans: usize,
+}
+
+/// At start: rebuild the task table from the checkpoint and re-attach to
+/// every container still running (or, with `--recover cleanup`, kill them
+/// all and forget them); then kill whatever container of this agent no
+/// checkpoint names. Tasks that ended while the agent was down are reported
+/// with the status their init recorded. Runs before the first registration.
+pub(crate) async fn recover(agent: &Arc<Agent>, recovered: Recovered) {
+    let mut summary = RecoverySummary::default();
+    *agent.frameworks() = recovered.frameworks;
+    let mut known = HashSet::new();
+    let mut attach = Vec::new();
+    for task in recovered.tasks {
+        let cp = task.checkpoint;
+        let Some(info) = cp.task.clone() else {
+            continue;
+        };
+        let framework_id = cp
+            .framework_id
+            .as_ref()
+            .map(|f| f.value.clone())
+            .unwrap_or_default();
+        let state = task_state_of(cp.state);
+        let record = TaskRecord {
+            framework_id: framework_id.clone(),
+            info,
+            container_id: cp.container_id.clone(),
+            sandbox: PathBuf::from(&cp.sandbox),
+            run_dir: if cp.run_dir.is_empty() {
+                agent.run_dir(&cp.container_id)
+            } else {
+                PathBuf::from(&cp.run_dir)
+            },
+            state,
+            pid: 0,
+            killing: cp.killing,
+            user: Some(cp.user.clone()).filter(|u| !u.is_empty()),
+            latest: task.updates.last().map(|(_, s)| s.clone()),
+        };
+        let task_id = record.task_id();
+        if agent.config.recover == RecoverMode::Reconnect {
+            agent.updates.recover(&task_id, &framework_id, task.updates);
+        }
+        if !state.is_terminal() {
+            known.insert(record.container_id.clone());
+            attach.push((
+                task_id.clone(),
+                record.container_id.clone(),
+                record.run_dir.clone(),
+            ));
+        }
+        agent.tasks().tasks.insert(task_id, record);
+    }
+    for (task_id, container_id, run_dir) in attach {
+        let spec = RecoverSpec {
+            container_id: container_id.clone(),
+            task_id: task_id.clone(),
+            run_dir,
+        };
+        match agent.containerizer.recover(spec).await {
+            Ok(launched) if agent.config.recover == RecoverMode::Cleanup => {
+                let _ = agent
+                    .containerizer
+                    .kill(&container_id, Duration::ZERO)
+                    .await;
+                let _ = launched.exit.await;
+                let _ = agent.containerizer.destroy(&container_id).await;
+                tracing::info!(task = %task_id, "killed a task found at start (--recover cleanup)");
+                summary.killed += 1;
+            }
+            Ok(launched) => {
+                summary.reattached += 1;
+                running(agent, &task_id, &container_id, launched).await;
+            }
+            Err(e) => {
+                summary.failed += 1;
+                tracing::warn!(task = %task_id, error = %e, "could not re-attach to the task");
+                update(
+                    agent,
+                    &task_id,
+                    TaskState::TaskFailed,
+                    Reason::ExecutorTerminated,
+                    format!("The agent could not re-attach to the task after its restart: {e}"),
+                )
+                .await;
+            }
+        }
+    }
+    if agent.config.recover == RecoverMode::Cleanup {
+        // Nothing survives: the master reports every task it knew here lost
+        // when this agent re-registers without them.
+        known.clear();
+        let records: Vec<TaskRecord> = agent.tasks().tasks.drain().map(|(_, r)| r).collect();
+        for record in &records {
+            agent.updates.forget(&record.task_id());
+            forget(agent, record);
+        }
+    }
+    let orphans = agent.containerizer.remove_orphans(&known).await;
+    summary.orphans = orphans.len();
+    summary.ended = agent
+        .tasks()
+        .tasks
+        .values()
+        .filter(|t| t.state.is_terminal())
+        .count();
+    if let Err(e) = agent.checkpoint.flush().await {
+        tracing::error!(error = %e, "could not flush the checkpoint after recovery");
+    }
+    let total = summary.reattached + summary.ended + summary.failed + summary.killed;
+    if total + summary.orphans > 0 {
+        tracing::info!(
+            reattached = summary.reattached,
+            ended_while_down = summary.ended,
+            failed = summary.failed,
+            killed = summary.killed,
+            orphans_killed = summary.orphans,
+            mode = ?agent.config.recover,
+            "recovered the tasks of the previous agent run"
+        );
     }
 }
 
@@ -547,5 +859,173 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(command_line(&argv), r"'/bin/echo' 'it'\''s'");
+    }
+}
+
+/// The task logic against the fake containerizer: no root, no processes.
+#[cfg(test)]
+mod supervision_tests {
+    use super::*;
+    use crate::containerizer::FakeContainerizer;
+    use crate::test_support::{task_info, test_agent};
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn states(agent: &Agent, task_id: &str) -> Vec<TaskState> {
+        agent
+            .updates
+            .unacknowledged(task_id)
+            .iter()
+            .map(|s| task_state_of(s.state))
+            .collect()
+    }
+
+    /// Acknowledges the head update of `task_id`.
+    fn ack_head(agent: &Arc<Agent>, task_id: &str) {
+        let uuid = agent.updates.unacknowledged(task_id)[0].uuid.clone();
+        acknowledge(agent, task_id, &uuid);
+    }
+
+    fn framework() -> Option<pb::FrameworkInfo> {
+        Some(pb::FrameworkInfo {
+            id: Some(pb::FrameworkId { value: "f1".into() }),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_task_reports_each_state_in_order_and_is_forgotten_once_acknowledged() {
+        let fake = FakeContainerizer::new();
+        let (agent, _dir) = test_agent(fake.clone());
+        launch(agent.clone(), framework(), task_info("t1", "sleep 1"));
+        eventually("the launch", || fake.running().len() == 1).await;
+        eventually("RUNNING", || states(&agent, "t1").len() == 2).await;
+        assert_eq!(
+            states(&agent, "t1"),
+            vec![TaskState::TaskStarting, TaskState::TaskRunning]
+        );
+        let cp = agent.checkpoint.load().expect("load");
+        assert_eq!(cp.tasks.len(), 1, "the task is checkpointed");
+        assert_eq!(cp.tasks[0].updates.len(), 2, "so are its updates");
+        assert!(cp.frameworks.contains_key("f1"));
+
+        let container = fake.running()[0].clone();
+        fake.exit(&container, Termination::exited(0));
+        eventually("FINISHED", || states(&agent, "t1").len() == 3).await;
+        ack_head(&agent, "t1");
+        ack_head(&agent, "t1");
+        assert!(
+            agent.tasks().tasks.contains_key("t1"),
+            "terminal not acked yet"
+        );
+        ack_head(&agent, "t1");
+        assert!(!agent.tasks().tasks.contains_key("t1"));
+        assert_eq!(agent.tasks().completed.len(), 1);
+        let cp = agent.checkpoint.load().expect("load");
+        assert!(cp.tasks.is_empty() && cp.frameworks.is_empty(), "{cp:?}");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_agent_reattaches_and_keeps_the_unacknowledged_updates() {
+        let fake = FakeContainerizer::new();
+        let (before, dir) = test_agent(fake.clone());
+        launch(before.clone(), framework(), task_info("t1", "sleep 1"));
+        launch(before.clone(), framework(), task_info("t2", "sleep 1"));
+        eventually("both running", || {
+            ["t1", "t2"].iter().all(|t| states(&before, t).len() == 2)
+        })
+        .await;
+        ack_head(&before, "t1");
+        let pids: Vec<u32> = {
+            let mut p: Vec<u32> = before.tasks().tasks.values().map(|t| t.pid).collect();
+            p.sort();
+            p
+        };
+
+        // The agent process dies; its containers run on.
+        fake.restart();
+        let checkpoint = before.checkpoint.clone();
+        drop(before);
+        let after = crate::test_support::agent_on(fake.clone(), checkpoint.clone(), dir.path());
+        recover(&after, checkpoint.load().expect("load")).await;
+        let mut recovered: Vec<u32> = after.tasks().tasks.values().map(|t| t.pid).collect();
+        recovered.sort();
+        assert_eq!(recovered, pids, "same containers, same pids");
+        assert_eq!(states(&after, "t1"), vec![TaskState::TaskRunning]);
+        assert_eq!(
+            states(&after, "t2"),
+            vec![TaskState::TaskStarting, TaskState::TaskRunning]
+        );
+
+        // A kill reaches the re-attached container and ends as KILLED.
+        kill(after.clone(), "t1", None);
+        eventually("the kill", || !fake.kills().is_empty()).await;
+        eventually("KILLED", || {
+            states(&after, "t1").last() == Some(&TaskState::TaskKilled)
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_exit_while_the_agent_was_down_is_reported_at_recovery() {
+        let fake = FakeContainerizer::new();
+        let (before, dir) = test_agent(fake.clone());
+        launch(before.clone(), framework(), task_info("t1", "exit 3"));
+        eventually("running", || states(&before, "t1").len() == 2).await;
+        fake.restart();
+        let container = fake.running()[0].clone();
+        fake.exit(&container, Termination::exited(3));
+        let checkpoint = before.checkpoint.clone();
+        drop(before);
+        let after = crate::test_support::agent_on(fake.clone(), checkpoint.clone(), dir.path());
+        recover(&after, checkpoint.load().expect("load")).await;
+        eventually("FAILED", || states(&after, "t1").len() == 3).await;
+        let last = after.updates.unacknowledged("t1").pop().expect("an update");
+        assert_eq!(task_state_of(last.state), TaskState::TaskFailed);
+        assert_eq!(last.message, "Command exited with status 3");
+    }
+
+    #[tokio::test]
+    async fn recover_cleanup_kills_everything_and_forgets_it() {
+        let fake = FakeContainerizer::new();
+        let (before, dir) = test_agent(fake.clone());
+        launch(before.clone(), framework(), task_info("t1", "sleep 1"));
+        eventually("running", || states(&before, "t1").len() == 2).await;
+        fake.restart();
+        let checkpoint = before.checkpoint.clone();
+        drop(before);
+        let mut after = crate::test_support::agent_on(fake.clone(), checkpoint.clone(), dir.path());
+        Arc::get_mut(&mut after).expect("sole owner").config.recover = RecoverMode::Cleanup;
+        recover(&after, checkpoint.load().expect("load")).await;
+        assert!(fake.running().is_empty(), "the task was not killed");
+        assert!(after.tasks().tasks.is_empty());
+        assert!(!after.updates.has_pending("t1"));
+        assert!(checkpoint.load().expect("load").tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_fails_the_task_without_starting_it() {
+        let fake = FakeContainerizer::new();
+        let (agent, _dir) = test_agent(fake.clone());
+        let mut task = task_info("t1", "true");
+        if let Some(c) = task.command.as_mut() {
+            c.user = "no-such-user-meseta".into();
+        }
+        launch(agent.clone(), framework(), task);
+        eventually("FAILED", || !states(&agent, "t1").is_empty()).await;
+        let update = agent.updates.unacknowledged("t1").pop().expect("an update");
+        assert_eq!(task_state_of(update.state), TaskState::TaskFailed);
+        assert!(
+            update.message.contains("no-such-user-meseta"),
+            "{}",
+            update.message
+        );
+        assert!(fake.launches().is_empty(), "the container was started");
     }
 }

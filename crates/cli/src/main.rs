@@ -169,6 +169,20 @@ struct AgentArgs {
     /// Hard CPU limits with CFS quota (default: cpu shares only).
     #[arg(long)]
     cgroups_enable_cfs: bool,
+    /// Parent cgroup of the agents' containers on this host.
+    #[arg(long, default_value = meseta_agent::containerizer::DEFAULT_CGROUPS_ROOT)]
+    cgroups_root: String,
+    /// At most this many processes per task (cgroup pids controller; 0: no
+    /// limit).
+    #[arg(long, default_value_t = meseta_agent::containerizer::DEFAULT_PIDS_MAX)]
+    cgroups_max_pids: u64,
+    /// Run every task as the agent's user instead of the task's user.
+    #[arg(long)]
+    no_switch_user: bool,
+    /// At start, re-attach to the tasks of the previous run (reconnect) or
+    /// kill them (cleanup).
+    #[arg(long, default_value = "reconnect")]
+    recover: meseta_agent::RecoverMode,
 }
 
 #[derive(Args)]
@@ -181,6 +195,10 @@ struct SchedulerArgs {
     framework_name: String,
     #[arg(long, default_value = "*")]
     role: String,
+    /// The user tasks run as when an app names none (default: the user
+    /// running the scheduler).
+    #[arg(long)]
+    mesos_user: Option<String>,
 }
 
 fn main() {
@@ -218,6 +236,29 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// For `meseta agent`: SIGTERM or Ctrl-C stop the agent and leave its tasks
+/// running for the next agent on its work dir; SIGUSR1 kills the tasks
+/// first (Mesos' semantics).
+async fn agent_stop_signal() -> meseta_agent::StopMode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (term, usr1) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined1()),
+    );
+    let (Ok(mut term), Ok(mut usr1)) = (term, usr1) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGUSR1; only Ctrl-C stops the agent");
+        let _ = tokio::signal::ctrl_c().await;
+        return meseta_agent::StopMode::KeepTasks;
+    };
+    let mode = tokio::select! {
+        _ = tokio::signal::ctrl_c() => meseta_agent::StopMode::KeepTasks,
+        _ = term.recv() => meseta_agent::StopMode::KeepTasks,
+        _ = usr1.recv() => meseta_agent::StopMode::KillTasks,
+    };
+    tracing::info!(?mode, "shutting down");
+    mode
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -294,15 +335,25 @@ async fn run(cli: Cli) -> Result<()> {
             config.hostname = a.hostname;
             config.isolation = a.isolation;
             config.cgroups_enable_cfs = a.cgroups_enable_cfs;
+            config.cgroups_root = a.cgroups_root;
+            config.cgroups_max_pids = Some(a.cgroups_max_pids).filter(|n| *n > 0);
+            config.switch_user = !a.no_switch_user;
+            config.recover = a.recover;
             let agent = BoundAgent::bind(config)
                 .await
                 .context("starting the agent")?;
-            agent.serve(wait(shutdown_signal())).await.context("agent")
+            agent
+                .serve_until(agent_stop_signal())
+                .await
+                .context("agent")
         }
         Command::Scheduler(a) => {
             let mut config = SchedulerConfig::new(a.listen, a.masters);
             config.framework_name = a.framework_name;
             config.role = a.role;
+            if let Some(user) = a.mesos_user {
+                config.mesos_user = user;
+            }
             let scheduler = BoundScheduler::bind(config)
                 .await
                 .context("starting the scheduler")?;
@@ -399,6 +450,8 @@ async fn up(a: UpArgs) -> Result<()> {
     );
     agent_config.resources = a.resources;
     agent_config.isolation = a.isolation;
+    // One process for a local cluster: stopping it stops its tasks too.
+    agent_config.stop = meseta_agent::StopMode::KillTasks;
     let agent = BoundAgent::bind(agent_config)
         .await
         .context("starting the agent")?;

@@ -55,6 +55,9 @@ pub struct SchedulerConfig {
     pub role: String,
     /// Seconds the master keeps the framework's tasks while it is away.
     pub failover_timeout: f64,
+    /// The framework's user (Marathon's `--mesos_user`): tasks of apps that
+    /// name no `user` run as it.
+    pub mesos_user: String,
 }
 
 impl SchedulerConfig {
@@ -65,8 +68,18 @@ impl SchedulerConfig {
             framework_name: "marathon".into(),
             role: "*".into(),
             failover_timeout: 604800.0,
+            mesos_user: current_user(),
         }
     }
+}
+
+/// The name of the user running this process (`root` if it has none).
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into())
 }
 
 /// State shared by the HTTP API and the driver.
@@ -156,7 +169,7 @@ impl BoundScheduler {
             .map(|(h, _)| h.to_string())
             .unwrap_or_default();
         let info = pb::FrameworkInfo {
-            user: "root".into(),
+            user: config.mesos_user.clone(),
             name: config.framework_name.clone(),
             failover_timeout: config.failover_timeout,
             checkpoint: true,
