@@ -5,10 +5,12 @@
 //! - `launch`: POST /v2/apps → TASK_RUNNING through a real `meseta up`.
 //! - `allocator`: the DRF allocator in-process.
 //! - `kv`: the masters' replicated KV store (and etcd for comparison).
+//! - `recover`: an agent restart re-attaching to its running tasks.
 
 mod allocator;
 mod kv;
 mod launch;
+mod recover;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +29,8 @@ enum Command {
     Allocator(allocator::AllocatorArgs),
     /// Replicated KV writes/s, p99 and leader failover (meseta or `--etcd`).
     Kv(kv::KvArgs),
+    /// Time for a restarted agent to re-attach to its tasks.
+    Recover(recover::RecoverArgs),
 }
 
 fn main() {
@@ -35,6 +39,7 @@ fn main() {
         Command::Launch(args) => launch::run(args),
         Command::Allocator(args) => allocator::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Recover(args) => recover::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

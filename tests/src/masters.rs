@@ -5,11 +5,15 @@
 //! id ([`Masters::start_joining_master`]), and the `meseta` CLI can be run
 //! against them ([`Masters::cli`]).
 //!
-//! Dropping a [`Masters`] stops the agents with SIGTERM first (so they kill
-//! their tasks), then SIGKILLs every process it started and removes the
-//! data dirs. Task pids registered with [`Masters::track_task_pid`] are
-//! killed too, in case an agent did not get to it. A panicking test gets the
-//! tail of every log printed.
+//! Agents can be killed with SIGKILL and restarted on their work dir
+//! ([`Masters::kill_agent`], [`Masters::restart_agent`]).
+//!
+//! Dropping a [`Masters`] stops the agents with SIGUSR1 first (so they kill
+//! their tasks: SIGTERM would leave them running for the next agent), then
+//! SIGKILLs every process it started, kills what is left in the agents'
+//! container cgroups and removes the data dirs. Task pids registered with
+//! [`Masters::track_task_pid`] are killed too, in case an agent did not get
+//! to it. A panicking test gets the tail of every log printed.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -40,8 +44,8 @@ impl Proc {
         let _ = self.child.wait();
     }
 
-    fn terminate(&mut self, patience: Duration) {
-        procfs::signal(self.child.id() as i32, Signal::SIGTERM);
+    fn terminate(&mut self, signal: Signal, patience: Duration) {
+        procfs::signal(self.child.id() as i32, signal);
         let start = std::time::Instant::now();
         while start.elapsed() < patience {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -63,15 +67,63 @@ pub struct Masters {
     /// master is started with).
     founders: usize,
     masters: Vec<Option<Proc>>,
+    agents: Vec<Agent>,
     others: Vec<Proc>,
     task_pids: Vec<i32>,
     starts: usize,
 }
 
+/// How an agent is started by [`Masters::start_agent_with`].
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub resources: String,
+    /// `--isolation` (default `posix`, which needs no root).
+    pub isolation: String,
+    /// `--work-dir` as given; None: a directory of its own under the data
+    /// dir. A relative one is relative to `cwd`.
+    pub work_dir: Option<String>,
+    /// The agent's working directory (default: the data dir).
+    pub cwd: Option<PathBuf>,
+    /// Further flags, e.g. `--cgroups-max-pids 64`.
+    pub args: Vec<String>,
+}
+
+impl AgentOptions {
+    pub fn new(resources: &str) -> AgentOptions {
+        AgentOptions {
+            resources: resources.to_string(),
+            isolation: "posix".into(),
+            work_dir: None,
+            cwd: None,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One agent: how it was started (to restart it the same way), the
+/// process while it runs, and the cgroup of its containers.
+struct Agent {
+    addr: String,
+    args: Vec<String>,
+    cwd: PathBuf,
+    work_dir: PathBuf,
+    proc: Option<Proc>,
+    /// `<cgroups root>/<agent cgroup>` from its `/state`, once known.
+    containers_cgroup: Option<String>,
+}
+
 fn spawn(name: &str, args: &[String], log: &Path) -> Result<Proc> {
+    spawn_in(name, args, log, None)
+}
+
+fn spawn_in(name: &str, args: &[String], log: &Path, cwd: Option<&Path>) -> Result<Proc> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone().context("cloning the log handle")?;
-    let child = Command::new(crate::meseta_binary())
+    let mut command = Command::new(crate::meseta_binary());
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    let child = command
         .args(args)
         .env(
             "RUST_LOG",
@@ -94,11 +146,19 @@ impl Masters {
     pub fn start(n: usize) -> Result<Masters> {
         let ports = free_ports(n)?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let dir = tempfile::tempdir().context("creating the data dir")?;
+        // Task users (e.g. nobody) must reach their sandboxes under it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .context("opening up the data dir")?;
         let mut m = Masters {
-            dir: tempfile::tempdir().context("creating the data dir")?,
+            dir,
             addrs,
             founders: n,
             masters: (0..n).map(|_| None).collect(),
+            agents: Vec::new(),
             others: Vec::new(),
             task_pids: Vec::new(),
             starts: 0,
@@ -269,29 +329,106 @@ impl Masters {
 
     /// Start an agent (posix isolation, no root needed) against every master.
     pub fn start_agent(&mut self, resources: &str) -> Result<String> {
+        let i = self.start_agent_with(AgentOptions::new(resources))?;
+        Ok(self.agents[i].addr.clone())
+    }
+
+    /// Start an agent against every master; returns its index.
+    pub fn start_agent_with(&mut self, options: AgentOptions) -> Result<usize> {
         let port = free_ports(1)?[0];
         let addr = format!("127.0.0.1:{port}");
-        let n = self.others.len();
-        let args = vec![
+        let n = self.agents.len();
+        let cwd = options.cwd.unwrap_or_else(|| self.dir.path().to_path_buf());
+        let work_dir = options.work_dir.unwrap_or_else(|| {
+            self.dir
+                .path()
+                .join(format!("agent{n}"))
+                .display()
+                .to_string()
+        });
+        let mut args = vec![
             "agent".to_string(),
             "--listen".into(),
             addr.clone(),
             "--masters".into(),
             self.addrs.join(","),
             "--work-dir".into(),
-            self.dir
-                .path()
-                .join(format!("agent{n}"))
-                .display()
-                .to_string(),
+            work_dir.clone(),
             "--isolation".into(),
-            "posix".into(),
+            options.isolation,
             "--resources".into(),
-            resources.into(),
+            options.resources,
         ];
-        let log = self.log_path("agent");
-        self.others.push(spawn("agent", &args, &log)?);
-        Ok(addr)
+        args.extend(options.args);
+        self.agents.push(Agent {
+            addr,
+            args,
+            work_dir: cwd.join(&work_dir),
+            cwd,
+            proc: None,
+            containers_cgroup: None,
+        });
+        self.restart_agent_with(n, &[])?;
+        Ok(n)
+    }
+
+    /// `host:port` of agent `i`.
+    pub fn agent_addr(&self, i: usize) -> &str {
+        &self.agents[i].addr
+    }
+
+    /// The (absolute) work dir of agent `i`.
+    pub fn agent_work_dir(&self, i: usize) -> &Path {
+        &self.agents[i].work_dir
+    }
+
+    /// What agent `i` says in `/state`.
+    pub fn agent_state(&self, i: usize) -> Result<Value> {
+        Api::new(&self.agents[i].addr).get_json("/state")
+    }
+
+    /// Starts agent `i`'s process (on its work dir, with its flags and
+    /// `extra`) without waiting for it to answer.
+    pub fn spawn_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        if self.agents[i].proc.is_some() {
+            bail!("agent {i} is already running");
+        }
+        let log = self.log_path(&format!("agent{i}"));
+        let mut args = self.agents[i].args.clone();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let cwd = self.agents[i].cwd.clone();
+        let proc = spawn_in("agent", &args, &log, Some(&cwd))?;
+        self.agents[i].proc = Some(proc);
+        Ok(())
+    }
+
+    /// SIGKILL agent `i` (its tasks keep running).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut p) = self.agents[i].proc.take() {
+            p.kill();
+        }
+    }
+
+    /// (Re)start agent `i` on its work dir with the flags it was started
+    /// with, waiting until it answers `/state`.
+    pub fn restart_agent(&mut self, i: usize) -> Result<()> {
+        self.restart_agent_with(i, &[])
+    }
+
+    /// [`Masters::restart_agent`] with extra flags for this start only.
+    pub fn restart_agent_with(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        self.spawn_agent(i, extra)?;
+        let api = Api::new(&self.agents[i].addr);
+        let state = wait_until(
+            &format!("agent {i} to answer /state"),
+            ELECTION_DEADLINE,
+            POLL,
+            || api.get_json("/state"),
+        )?;
+        if let Some(own) = state["flags"]["containers_cgroup"].as_str() {
+            self.agents[i].containers_cgroup = Some(own.to_string());
+        }
+        Ok(())
     }
 
     /// Start a scheduler against every master; returns its `/v2` address
@@ -367,7 +504,12 @@ impl Masters {
 
     /// Print the tail of every running process's log (on failure).
     pub fn dump_logs(&self) {
-        let procs = self.masters.iter().flatten().chain(self.others.iter());
+        let procs = self
+            .masters
+            .iter()
+            .flatten()
+            .chain(self.agents.iter().filter_map(|a| a.proc.as_ref()))
+            .chain(self.others.iter());
         for p in procs {
             if let Ok(text) = std::fs::read_to_string(&p.log) {
                 let lines: Vec<&str> = text.lines().collect();
@@ -386,8 +528,16 @@ impl Drop for Masters {
         if std::thread::panicking() {
             self.dump_logs();
         }
-        for p in self.others.iter_mut().filter(|p| p.name == "agent") {
-            p.terminate(Duration::from_secs(8));
+        for p in self.agents.iter_mut().filter_map(|a| a.proc.as_mut()) {
+            p.terminate(Signal::SIGUSR1, Duration::from_secs(8));
+        }
+        for a in self.agents.iter_mut() {
+            if let Some(mut p) = a.proc.take() {
+                p.kill();
+            }
+            if let Some(cgroup) = &a.containers_cgroup {
+                kill_cgroup_tree(cgroup);
+            }
         }
         for p in self.others.iter_mut() {
             p.kill();
@@ -400,5 +550,41 @@ impl Drop for Masters {
                 procfs::signal(*pid, Signal::SIGKILL);
             }
         }
+    }
+}
+
+/// SIGKILLs every process in the containers of an agent (`cgroup` relative
+/// to each hierarchy's root) and removes the empty cgroups: what a test
+/// that killed an agent and never restarted it leaves behind.
+fn kill_cgroup_tree(cgroup: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let roots: Vec<PathBuf> = hierarchies
+        .filter_map(|h| Some(h.ok()?.path().join(cgroup)))
+        .chain([Path::new("/sys/fs/cgroup").join(cgroup)])
+        .filter(|p| p.is_dir())
+        .collect();
+    for root in roots {
+        let Ok(children) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for child in children
+            .filter_map(|c| c.ok())
+            .map(|c| c.path())
+            .filter(|p| p.is_dir())
+        {
+            for _ in 0..50 {
+                let procs = std::fs::read_to_string(child.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    procfs::signal(pid, Signal::SIGKILL);
+                }
+                if std::fs::remove_dir(&child).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir(&root);
     }
 }
