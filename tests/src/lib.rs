@@ -21,6 +21,7 @@
 
 pub mod binary;
 pub mod cluster;
+pub mod docker;
 pub mod events;
 pub mod http;
 pub mod masters;

@@ -17,6 +17,8 @@ use meseta_core::{Resources, TaskStateExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use meseta_proto::v1 as pb;
+
 use crate::files::{self, FilesError};
 use crate::tasks::TaskRecord;
 use crate::Agent;
@@ -82,6 +84,14 @@ fn task_json(agent: &Agent, t: &TaskRecord, live: bool) -> Value {
         "pid": t.pid,
         "user": t.user,
         "unacknowledged_updates": unacknowledged,
+        "latest_status": t.latest.as_ref().map(|s| json!({
+            "state": meseta_core::task::task_state_of(s.state).mesos_name(),
+            "reason": pb::task_status::Reason::try_from(s.reason)
+                .map(|r| r.as_str_name())
+                .unwrap_or("REASON_NONE"),
+            "message": s.message,
+            "timestamp": s.timestamp,
+        })),
     })
 }
 
@@ -107,6 +117,7 @@ async fn state(State(agent): State<Arc<Agent>>) -> Json<Value> {
         "hostname": agent.hostname,
         "address": agent.address,
         "isolation": agent.containerizer.name(),
+        "containerizers": agent.containerizer_names,
         "connected": agent.link.connected(),
         "resources": agent.total.to_mesos_json(),
         "used_resources": used.to_mesos_json(),
@@ -120,6 +131,8 @@ async fn state(State(agent): State<Arc<Agent>>) -> Json<Value> {
             "containers_cgroup": (agent.containerizer.name() == "linux").then(|| agent.containers_cgroup.clone()),
             "cgroups_max_pids": config.cgroups_max_pids,
             "cgroups_enable_cfs": config.cgroups_enable_cfs,
+            "containerizers": agent.containerizer_names.join(","),
+            "docker_socket": config.docker_socket,
         },
         "tasks": table.tasks.values().map(|t| task_json(&agent, t, true)).collect::<Vec<_>>(),
         "completed_tasks": table.completed.iter().map(|t| task_json(&agent, t, false)).collect::<Vec<_>>(),

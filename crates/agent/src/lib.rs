@@ -42,6 +42,9 @@ pub use error::AgentError;
 use status_updates::StatusUpdateManager;
 use tasks::TaskTable;
 
+/// Where the Docker daemon listens by default.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
 /// What the agent does with the tasks it finds at start (Mesos' `--recover`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecoverMode {
@@ -112,6 +115,11 @@ pub struct AgentConfig {
     pub recover: RecoverMode,
     /// What [`BoundAgent::serve`] does with the tasks when it stops.
     pub stop: StopMode,
+    /// `--containerizers` (Mesos' names: `mesos`, `docker`); None: `mesos`,
+    /// and `docker` too when the daemon answers.
+    pub containerizers: Option<Vec<String>>,
+    /// The Docker daemon's socket.
+    pub docker_socket: String,
 }
 
 impl AgentConfig {
@@ -131,6 +139,8 @@ impl AgentConfig {
             switch_user: true,
             recover: RecoverMode::Reconnect,
             stop: StopMode::KeepTasks,
+            containerizers: None,
+            docker_socket: DEFAULT_DOCKER_SOCKET.to_string(),
         }
     }
 }
@@ -153,6 +163,10 @@ pub(crate) struct Agent {
     /// The cgroup holding this agent's containers (relative to each
     /// hierarchy's root), under linux isolation.
     pub(crate) containers_cgroup: String,
+    /// Root filesystems of images for native tasks.
+    pub(crate) images: containerizer::image::ImageStore,
+    /// The containerizers this agent runs, by Mesos' names.
+    pub(crate) containerizer_names: Vec<&'static str>,
 }
 
 impl Agent {
@@ -205,6 +219,42 @@ fn agent_cgroup(work_dir: &Path) -> String {
     format!("agent-{hash:016x}")
 }
 
+/// The Docker daemon the agent uses, as `--containerizers` asks: required
+/// when `docker` is named, tried (and said in one line when missing) when
+/// nothing is named.
+async fn docker_daemon(config: &AgentConfig) -> Result<Option<bollard::Docker>, AgentError> {
+    let names = config.containerizers.clone();
+    if let Some(names) = &names {
+        for name in names {
+            if name != "mesos" && name != "docker" {
+                return Err(AgentError::Config(format!(
+                    "unknown containerizer '{name}' in --containerizers (expected mesos, docker)"
+                )));
+            }
+        }
+        if !names.iter().any(|n| n == "mesos") {
+            return Err(AgentError::Config(
+                "--containerizers must include mesos (the native containerizer)".into(),
+            ));
+        }
+    }
+    let wanted = names.as_ref().map(|n| n.iter().any(|n| n == "docker"));
+    if wanted == Some(false) {
+        return Ok(None);
+    }
+    match containerizer::docker::connect(&config.docker_socket).await {
+        Ok(docker) => Ok(Some(docker)),
+        Err(why) if wanted == Some(true) => Err(AgentError::Config(format!(
+            "--containerizers names docker, but the daemon at {} does not answer: {why}",
+            config.docker_socket
+        ))),
+        Err(why) => {
+            tracing::info!(socket = %config.docker_socket, "not running Docker tasks: the daemon does not answer ({why}); containerizers: mesos");
+            Ok(None)
+        }
+    }
+}
+
 /// An agent bound to its HTTP port, its tasks recovered, ready to run.
 pub struct BoundAgent {
     listener: TcpListener,
@@ -247,7 +297,7 @@ impl BoundAgent {
             config.cgroups_root.trim_matches('/'),
             agent_cgroup(&config.work_dir)
         );
-        let containerizer = containerizer::detect_with_config(
+        let native = containerizer::detect_with_config(
             config.isolation.as_deref(),
             LinuxConfig {
                 cgroups_root: cgroups_root.clone(),
@@ -256,6 +306,19 @@ impl BoundAgent {
                 ..LinuxConfig::default()
             },
         )?;
+        let docker = docker_daemon(&config).await?;
+        let mut containerizer_names = vec!["mesos"];
+        let docker_containerizer = docker.clone().map(|d| {
+            containerizer_names.push("docker");
+            Arc::new(containerizer::DockerContainerizer::new(
+                d,
+                &agent_cgroup(&config.work_dir),
+            )) as Arc<dyn Containerizer>
+        });
+        let containerizer: Arc<dyn Containerizer> = Arc::new(
+            containerizer::ComposingContainerizer::new(native, docker_containerizer),
+        );
+        let images = containerizer::image::ImageStore::new(config.work_dir.join("images"), docker);
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -294,6 +357,8 @@ impl BoundAgent {
             link,
             checkpoint,
             containers_cgroup: cgroups_root,
+            images,
+            containerizer_names,
             config,
         });
         tasks::recover(&agent, recovered).await;
@@ -383,6 +448,8 @@ pub(crate) mod test_support {
             total: Resources::parse("cpus:4;mem:4096").expect("resources"),
             attributes: Vec::new(),
             containerizer: Arc::new(fake),
+            images: containerizer::image::ImageStore::new(dir.join("images"), None),
+            containerizer_names: vec!["mesos"],
             agent_id: Mutex::new(Some("agent-test".into())),
             tasks: Mutex::new(TaskTable::default()),
             frameworks: Mutex::new(HashMap::new()),

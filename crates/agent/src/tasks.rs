@@ -19,7 +19,11 @@ use pb::task_status::Reason;
 use pb::TaskState;
 
 use crate::checkpoint::Recovered;
-use crate::containerizer::{LaunchSpec, Launched, RecoverSpec, TaskUser, Termination};
+use crate::containerizer::docker::CONTAINER_SANDBOX;
+use crate::containerizer::{
+    DockerNetwork, DockerPortMapping, DockerSpec, DockerVolume, LaunchSpec, Launched, RecoverSpec,
+    TaskUser, Termination,
+};
 use crate::status_updates::Acked;
 use crate::{user, Agent, RecoverMode};
 
@@ -222,26 +226,45 @@ fn command_line(command: &pb::CommandInfo) -> String {
     }
 }
 
-/// The task's environment: a few of the agent's own basics, the command's
-/// variables (Marathon's PORTs, HOST…), then what Mesos sets.
+/// Where a task's command sees its sandbox.
+#[derive(Debug, Clone, PartialEq)]
+enum Placement {
+    /// On the host's filesystem (a native task without an image).
+    Host,
+    /// Inside a container with its own root filesystem: the sandbox is at
+    /// `/mnt/mesos/sandbox`; `image_env` is what the image sets (native
+    /// tasks with an image; empty for Docker, whose daemon adds the image's
+    /// environment itself).
+    Container { image_env: Vec<(String, String)> },
+}
+
+/// The task's environment: a few of the agent's own basics (host tasks) or
+/// the image's (containers), the command's variables (Marathon's PORTs,
+/// HOST…), then what Mesos sets.
 fn environment(
     agent: &Agent,
     framework_id: &str,
     task: &pb::TaskInfo,
     sandbox: &Path,
     user: Option<&TaskUser>,
+    placement: &Placement,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
-    for key in ["PATH", "LANG", "LC_ALL", "TZ"] {
-        if let Ok(v) = std::env::var(key) {
-            env.push((key.to_string(), v));
+    match placement {
+        Placement::Host => {
+            for key in ["PATH", "LANG", "LC_ALL", "TZ"] {
+                if let Ok(v) = std::env::var(key) {
+                    env.push((key.to_string(), v));
+                }
+            }
+            if !env.iter().any(|(k, _)| k == "PATH") {
+                env.push((
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ));
+            }
         }
-    }
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push((
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ));
+        Placement::Container { image_env } => env.extend(image_env.iter().cloned()),
     }
     let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
         env.retain(|(key, _)| key != k);
@@ -252,15 +275,29 @@ fn environment(
             set(&mut env, &v.name, v.value.clone());
         }
     }
-    let sandbox = sandbox.display().to_string();
+    let host_sandbox = sandbox.display().to_string();
     let task_id = task
         .task_id
         .as_ref()
         .map(|t| t.value.clone())
         .unwrap_or_default();
-    set(&mut env, "MESOS_SANDBOX", sandbox.clone());
-    set(&mut env, "MESOS_DIRECTORY", sandbox.clone());
-    set(&mut env, "HOME", sandbox);
+    match placement {
+        Placement::Host => {
+            set(&mut env, "MESOS_SANDBOX", host_sandbox.clone());
+            set(&mut env, "HOME", host_sandbox.clone());
+        }
+        Placement::Container { image_env } => {
+            set(&mut env, "MESOS_SANDBOX", CONTAINER_SANDBOX.into());
+            if !image_env.iter().any(|(k, _)| k == "PATH") {
+                set(
+                    &mut env,
+                    "PATH",
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                );
+            }
+        }
+    }
+    set(&mut env, "MESOS_DIRECTORY", host_sandbox);
     if let Some(user) = user {
         set(&mut env, "USER", user.name.clone());
         set(&mut env, "MESOS_USER", user.name.clone());
@@ -277,6 +314,106 @@ fn environment(
         set(&mut env, "HOST", agent.hostname.clone());
     }
     env
+}
+
+/// Whether the task runs in a Docker container.
+fn is_docker(task: &pb::TaskInfo) -> bool {
+    task.container
+        .as_ref()
+        .is_some_and(|c| c.r#type == pb::container_info::Type::Docker as i32)
+}
+
+/// The image a native (`MESOS`) task runs in, if it names one.
+fn native_image(task: &pb::TaskInfo) -> Option<String> {
+    task.container
+        .as_ref()
+        .filter(|c| c.r#type == pb::container_info::Type::Mesos as i32)
+        .and_then(|c| c.docker.as_ref())
+        .map(|d| d.image.clone())
+        .filter(|i| !i.is_empty())
+}
+
+/// What a Docker task asks of its container, from its TaskInfo. Relative
+/// host paths of volumes are made inside the sandbox.
+fn docker_spec(task: &pb::TaskInfo, sandbox: &Path) -> Result<DockerSpec, String> {
+    let container = task.container.clone().unwrap_or_default();
+    let docker = container.docker.clone().unwrap_or_default();
+    if docker.image.trim().is_empty() {
+        return Err("the Docker task names no image".into());
+    }
+    use pb::container_info::docker_info::Network;
+    let network = match Network::try_from(docker.network).unwrap_or(Network::Host) {
+        Network::Host => DockerNetwork::Host,
+        Network::Bridge => DockerNetwork::Bridge,
+        Network::None => DockerNetwork::None,
+        Network::User => DockerNetwork::User(docker.network_name.clone()),
+    };
+    let mut volumes = Vec::new();
+    for v in &container.volumes {
+        if v.host_path.is_empty() || v.container_path.is_empty() {
+            return Err(format!(
+                "volume '{}' needs a hostPath and a containerPath (persistent and external volumes are not supported)",
+                v.container_path
+            ));
+        }
+        let host = Path::new(&v.host_path);
+        let host_path = if host.is_absolute() {
+            host.to_path_buf()
+        } else {
+            if host
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!(
+                    "volume hostPath '{}' must stay inside the sandbox",
+                    v.host_path
+                ));
+            }
+            sandbox.join(host)
+        };
+        volumes.push(DockerVolume {
+            host_path,
+            container_path: v.container_path.clone(),
+            read_only: v.mode == pb::volume::Mode::Ro as i32,
+        });
+    }
+    let command = task.command.clone().unwrap_or_default();
+    Ok(DockerSpec {
+        image: docker.image.clone(),
+        force_pull: docker.force_pull_image,
+        network,
+        port_mappings: docker
+            .port_mappings
+            .iter()
+            .map(|m| DockerPortMapping {
+                host_port: m.host_port,
+                container_port: m.container_port,
+                protocol: if m.protocol.is_empty() {
+                    "tcp".into()
+                } else {
+                    m.protocol.clone()
+                },
+            })
+            .collect(),
+        volumes,
+        parameters: docker
+            .parameters
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect(),
+        privileged: docker.privileged,
+        labels: task
+            .labels
+            .as_ref()
+            .map(|l| {
+                l.labels
+                    .iter()
+                    .map(|l| (l.key.clone(), l.value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        args: (!command.shell && !command.arguments.is_empty()).then(|| command.arguments.clone()),
+    })
 }
 
 /// RunTask from the master: record and checkpoint the task, start it in the
@@ -422,18 +559,15 @@ async fn start(
     run_dir: &Path,
     task_user: Option<TaskUser>,
 ) -> Result<(), String> {
-    if let Some(container) = &task.container {
-        if container.r#type == pb::container_info::Type::Docker as i32 {
-            return Err("this agent runs no Docker containerizer; the task needs one".into());
-        }
+    let docker = is_docker(task);
+    let command = task.command.as_ref().map(command_line).unwrap_or_default();
+    // A Docker image brings its own command; anything else needs one.
+    if command.trim().is_empty() && !docker {
+        return Err("the task has no command".into());
     }
-    let command = task
-        .command
-        .as_ref()
-        .map(command_line)
-        .filter(|c| !c.trim().is_empty())
-        .ok_or("the task has no command")?;
     let resources = Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
+    // Docker tasks run as their image says (a `user` parameter overrides).
+    let task_user = if docker { None } else { task_user };
     {
         let (sandbox, run_dir, task_user) = (
             sandbox.to_path_buf(),
@@ -454,17 +588,58 @@ async fn start(
         String::new(),
     )
     .await;
+    let (docker_spec, rootfs, placement) = if docker {
+        let spec = docker_spec(task, sandbox)?;
+        for v in &spec.volumes {
+            if v.host_path.starts_with(sandbox) {
+                std::fs::create_dir_all(&v.host_path)
+                    .map_err(|e| format!("cannot create volume {}: {e}", v.host_path.display()))?;
+            }
+        }
+        (
+            Some(spec),
+            None,
+            Placement::Container {
+                image_env: Vec::new(),
+            },
+        )
+    } else if let Some(image) = native_image(task) {
+        let provisioned = agent
+            .images
+            .provision(&image)
+            .await
+            .map_err(|e| e.to_string())?;
+        let placement = Placement::Container {
+            image_env: provisioned.env,
+        };
+        (None, Some(provisioned.rootfs), placement)
+    } else {
+        (None, None, Placement::Host)
+    };
     let spec = LaunchSpec {
         container_id: container_id.to_string(),
         task_id: task_id.to_string(),
         command,
-        env: environment(agent, framework_id, task, sandbox, task_user.as_ref()),
+        env: environment(
+            agent,
+            framework_id,
+            task,
+            sandbox,
+            task_user.as_ref(),
+            &placement,
+        ),
         sandbox: sandbox.to_path_buf(),
         cpus: resources.scalar("cpus"),
         mem_mb: resources.scalar("mem"),
-        hostname: None,
+        hostname: task
+            .container
+            .as_ref()
+            .map(|c| c.hostname.clone())
+            .filter(|h| !h.is_empty() && rootfs.is_some()),
         run_dir: run_dir.to_path_buf(),
         user: task_user,
+        docker: docker_spec,
+        rootfs,
     };
     let launched = agent
         .containerizer
@@ -743,10 +918,16 @@ pub(crate) async fn recover(agent: &Arc<Agent>, recovered: Recovered) {
         agent.tasks().tasks.insert(task_id, record);
     }
     for (task_id, container_id, run_dir) in attach {
+        let docker = agent
+            .tasks()
+            .tasks
+            .get(&task_id)
+            .is_some_and(|t| is_docker(&t.info));
         let spec = RecoverSpec {
             container_id: container_id.clone(),
             task_id: task_id.clone(),
             run_dir,
+            docker,
         };
         match agent.containerizer.recover(spec).await {
             Ok(launched) if agent.config.recover == RecoverMode::Cleanup => {

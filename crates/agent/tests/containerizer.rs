@@ -300,6 +300,8 @@ impl Env {
             hostname: None,
             run_dir: run.path().to_path_buf(),
             user: None,
+            docker: None,
+            rootfs: None,
         };
         Ok((spec, Dirs { sandbox, run }))
     }
@@ -737,6 +739,7 @@ fn recover_spec(spec: &LaunchSpec) -> RecoverSpec {
         container_id: spec.container_id.clone(),
         task_id: spec.task_id.clone(),
         run_dir: spec.run_dir.clone(),
+        docker: false,
     }
 }
 

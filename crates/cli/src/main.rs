@@ -183,6 +183,13 @@ struct AgentArgs {
     /// kill them (cleanup).
     #[arg(long, default_value = "reconnect")]
     recover: meseta_agent::RecoverMode,
+    /// Containerizers by Mesos' names, e.g. "mesos,docker" (default: mesos,
+    /// and docker when the daemon answers).
+    #[arg(long, value_delimiter = ',')]
+    containerizers: Option<Vec<String>>,
+    /// The Docker daemon's socket.
+    #[arg(long, default_value = meseta_agent::DEFAULT_DOCKER_SOCKET)]
+    docker_socket: String,
 }
 
 #[derive(Args)]
@@ -339,6 +346,8 @@ async fn run(cli: Cli) -> Result<()> {
             config.cgroups_max_pids = Some(a.cgroups_max_pids).filter(|n| *n > 0);
             config.switch_user = !a.no_switch_user;
             config.recover = a.recover;
+            config.containerizers = a.containerizers;
+            config.docker_socket = a.docker_socket;
             let agent = BoundAgent::bind(config)
                 .await
                 .context("starting the agent")?;

@@ -226,6 +226,90 @@ fn env_var(name: &str, value: String) -> pb::environment::Variable {
     }
 }
 
+/// The task's `ContainerInfo`: the engine (Docker or Mesos), the image, and
+/// for Docker the network, the port mappings with the host ports taken from
+/// the offer (in mapping order), volumes, parameters and options.
+fn container_info(app: &AppDefinition, fit: &Fit) -> Option<pb::ContainerInfo> {
+    use crate::model::{ContainerType, NetworkMode};
+    use pb::container_info::docker_info::Network;
+    let container = app.container.as_ref()?;
+    let volumes = container
+        .volumes
+        .iter()
+        .map(|v| pb::Volume {
+            container_path: v.container_path.clone().unwrap_or_default(),
+            host_path: v.host_path.clone().unwrap_or_default(),
+            mode: if v
+                .mode
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case("RO"))
+            {
+                pb::volume::Mode::Ro as i32
+            } else {
+                pb::volume::Mode::Rw as i32
+            },
+        })
+        .collect();
+    let docker = container.docker.as_ref();
+    let image = docker.map(|d| d.image.clone()).unwrap_or_default();
+    if container.container_type == ContainerType::Mesos {
+        return Some(pb::ContainerInfo {
+            r#type: pb::container_info::Type::Mesos as i32,
+            volumes,
+            docker: (!image.is_empty()).then(|| pb::container_info::DockerInfo {
+                image,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let (network, network_name) = match app.networks.first() {
+        Some(n) if n.mode == NetworkMode::ContainerBridge => (Network::Bridge, String::new()),
+        Some(n) if n.mode == NetworkMode::Container => {
+            (Network::User, n.name.clone().unwrap_or_default())
+        }
+        _ => (Network::Host, String::new()),
+    };
+    let port_mappings = if network == Network::Host {
+        Vec::new()
+    } else {
+        container
+            .port_mappings()
+            .iter()
+            .zip(&fit.host_ports)
+            .map(|(m, host)| pb::container_info::docker_info::PortMapping {
+                host_port: *host as u32,
+                container_port: m.container_port,
+                protocol: m.protocol.clone(),
+            })
+            .collect()
+    };
+    Some(pb::ContainerInfo {
+        r#type: pb::container_info::Type::Docker as i32,
+        volumes,
+        docker: Some(pb::container_info::DockerInfo {
+            image,
+            network: network as i32,
+            network_name,
+            port_mappings,
+            privileged: docker.is_some_and(|d| d.privileged),
+            parameters: docker
+                .map(|d| {
+                    d.parameters
+                        .iter()
+                        .map(|p| pb::container_info::docker_info::Parameter {
+                            key: p.key.clone(),
+                            value: p.value.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            force_pull_image: docker.is_some_and(|d| d.force_pull_image),
+        }),
+        ..Default::default()
+    })
+}
+
 /// The `TaskInfo` for one task of `app` on `offer`, with Marathon's
 /// environment: the app's `env`, `PORT0..n`, `PORT`, `PORTS`, `PORT_<NAME>`,
 /// `HOST`, `MARATHON_APP_*`, `MESOS_TASK_ID`.
@@ -261,6 +345,19 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
             vars.push(env_var(&format!("PORT_{key}"), port.clone()));
         }
     }
+    if !app.is_host_networking() {
+        // Marathon's PORT_<containerPort>: the host port mapped to it.
+        if let Some(c) = &app.container {
+            for (m, host) in c.port_mappings().iter().zip(&fit.host_ports) {
+                let inside = if m.container_port == 0 {
+                    *host
+                } else {
+                    u64::from(m.container_port)
+                };
+                vars.push(env_var(&format!("PORT_{inside}"), host.to_string()));
+            }
+        }
+    }
     let version = app.version.map(marathon_timestamp).unwrap_or_default();
     vars.push(env_var("HOST", offer.hostname.clone()));
     vars.push(env_var("MESOS_TASK_ID", task_id.to_string()));
@@ -285,14 +382,7 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
         (None, false) => (app.args[0].clone(), false, app.args.clone()),
         (None, true) => (String::new(), true, Vec::new()),
     };
-    let container = app.image().map(|image| pb::ContainerInfo {
-        r#type: pb::container_info::Type::Docker as i32,
-        docker: Some(pb::container_info::DockerInfo {
-            image: image.to_string(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let container = container_info(app, fit);
     pb::TaskInfo {
         name: app.id.safe_task_prefix().replace('_', "."),
         task_id: Some(pb::TaskId {

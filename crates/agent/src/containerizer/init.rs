@@ -6,7 +6,7 @@
 //! ```text
 //! <exe> __task-init --sync-fd N [--status-fd M] --sandbox DIR [--status-file PATH]
 //!                   [--hostname NAME] [--namespaces] [--uid U --gid G [--groups G1,G2]]
-//!                   -- COMMAND
+//!                   [--rootfs DIR --rootfs-scratch DIR] -- COMMAND
 //! ```
 //!
 //! with the task's environment as its environment, stdin on `/dev/null` and
@@ -17,7 +17,12 @@
 //!    instead means the launch was abandoned: exit without running anything);
 //! 2. with `--namespaces` (the init must then be PID 1): makes every mount
 //!    private, mounts a fresh `/proc` so the task sees only its own
-//!    processes, and sets the hostname;
+//!    processes, and sets the hostname; with `--rootfs` (an image's root
+//!    filesystem, shared read-only by every container of the image) it
+//!    mounts an overlay of it with a writable layer under
+//!    `--rootfs-scratch`, the sandbox at `/mnt/mesos/sandbox`, `/proc`,
+//!    `/sys` (read-only), a minimal `/dev`, the host's `/etc/resolv.conf`
+//!    and `/etc/hosts`, and `pivot_root`s into it;
 //! 3. changes into the sandbox and forks `/bin/sh -c COMMAND` with the default
 //!    signal mask and dispositions, in a session of its own (as PID 1) or in a
 //!    process group of its own inside the init's session (without
@@ -42,7 +47,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -94,6 +99,10 @@ pub struct InitArgs {
     pub namespaces: bool,
     /// Switch to this user before exec'ing the command.
     pub user: Option<InitUser>,
+    /// Run in this root filesystem (with `--namespaces` only).
+    pub rootfs: Option<PathBuf>,
+    /// Where the writable layer over `rootfs` lives.
+    pub rootfs_scratch: Option<PathBuf>,
     pub command: String,
 }
 
@@ -130,6 +139,12 @@ impl InitArgs {
                 args.push(groups.join(",").into_bytes());
             }
         }
+        if let (Some(rootfs), Some(scratch)) = (&self.rootfs, &self.rootfs_scratch) {
+            args.push(b"--rootfs".to_vec());
+            args.push(rootfs.as_os_str().as_bytes().to_vec());
+            args.push(b"--rootfs-scratch".to_vec());
+            args.push(scratch.as_os_str().as_bytes().to_vec());
+        }
         args.push(b"--".to_vec());
         args.push(self.command.as_bytes().to_vec());
         args
@@ -145,6 +160,7 @@ impl InitArgs {
         let (mut sync_fd, mut status_fd, mut sandbox, mut hostname) = (None, None, None, None);
         let (mut uid, mut gid, mut groups) = (None, None, Vec::new());
         let mut status_file = None;
+        let (mut rootfs, mut rootfs_scratch) = (None, None);
         let mut namespaces = false;
         let mut command = None;
         while let Some(arg) = args.next() {
@@ -160,6 +176,10 @@ impl InitArgs {
                 "--status-file" => status_file = Some(PathBuf::from(value("--status-file")?)),
                 "--hostname" => hostname = Some(value("--hostname")?),
                 "--namespaces" => namespaces = true,
+                "--rootfs" => rootfs = Some(PathBuf::from(value("--rootfs")?)),
+                "--rootfs-scratch" => {
+                    rootfs_scratch = Some(PathBuf::from(value("--rootfs-scratch")?))
+                }
                 "--uid" => uid = Some(parse_id("--uid", &value("--uid")?)?),
                 "--gid" => gid = Some(parse_id("--gid", &value("--gid")?)?),
                 "--groups" => {
@@ -183,7 +203,15 @@ impl InitArgs {
             (None, None) if groups.is_empty() => None,
             _ => return Err("--uid and --gid go together (and --groups needs them)".into()),
         };
+        if rootfs.is_some() != rootfs_scratch.is_some() {
+            return Err("--rootfs and --rootfs-scratch go together".into());
+        }
+        if rootfs.is_some() && !namespaces {
+            return Err("--rootfs needs --namespaces".into());
+        }
         Ok(InitArgs {
+            rootfs,
+            rootfs_scratch,
             sync_fd: sync_fd.ok_or("--sync-fd is required")?,
             status_fd,
             sandbox: sandbox.ok_or("--sandbox is required")?,
@@ -370,12 +398,13 @@ fn run(args: &InitArgs) -> Result<CommandStatus, String> {
         }
         setup_namespaces(args)?;
     }
-    chdir(&args.sandbox).map_err(|e| {
-        format!(
-            "failed to enter the sandbox {}: {e}",
-            args.sandbox.display()
-        )
-    })?;
+    let workdir = if args.rootfs.is_some() {
+        PathBuf::from(CONTAINER_SANDBOX)
+    } else {
+        args.sandbox.clone()
+    };
+    chdir(&workdir)
+        .map_err(|e| format!("failed to enter the sandbox {}: {e}", workdir.display()))?;
 
     let mut waited = SigSet::empty();
     for signal in FORWARDED {
@@ -451,21 +480,156 @@ fn setup_namespaces(args: &InitArgs) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("failed to make the mounts private: {e}"))?;
-    // A /proc of this PID namespace: `ps` sees only the task. Without it the
-    // task still runs, seeing the host's processes.
-    if let Err(e) = mount(
+    if let (Some(rootfs), Some(scratch)) = (&args.rootfs, &args.rootfs_scratch) {
+        enter_rootfs(rootfs, scratch, &args.sandbox)?;
+    } else if let Err(e) = mount(
         Some("proc"),
         "/proc",
         Some("proc"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     ) {
+        // A /proc of this PID namespace: `ps` sees only the task. Without
+        // it the task still runs, seeing the host's processes.
         eprintln!("meseta-init: warning: failed to mount /proc for the task: {e}");
     }
     if let Some(hostname) = &args.hostname {
         sethostname(OsStr::new(hostname))
             .map_err(|e| format!("failed to set the hostname '{hostname}': {e}"))?;
     }
+    Ok(())
+}
+
+/// Where the sandbox appears inside an image's root filesystem.
+const CONTAINER_SANDBOX: &str = "/mnt/mesos/sandbox";
+
+fn mount_error(what: &str, target: &Path, e: Errno) -> String {
+    format!("failed to mount {what} at {}: {e}", target.display())
+}
+
+/// Builds the container's root from the image's `rootfs` and pivots into
+/// it; runs as PID 1 in the container's fresh mount namespace, so nothing
+/// of it is visible on the host.
+fn enter_rootfs(rootfs: &Path, scratch: &Path, sandbox: &Path) -> Result<(), String> {
+    let (upper, work, root) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("merged"),
+    );
+    for dir in [&upper, &work, &root] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        rootfs.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        &root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| mount_error("the image's root filesystem", &root, e))?;
+    let inside = |path: &str| root.join(path.trim_start_matches('/'));
+    let bind = |source: &Path, target: &Path, flags: MsFlags| {
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | flags,
+            None::<&str>,
+        )
+        .map_err(|e| mount_error(&source.display().to_string(), target, e))
+    };
+    let sandbox_mount = inside(CONTAINER_SANDBOX);
+    std::fs::create_dir_all(&sandbox_mount)
+        .map_err(|e| format!("failed to create {}: {e}", sandbox_mount.display()))?;
+    bind(sandbox, &sandbox_mount, MsFlags::MS_REC)?;
+    let proc_dir = inside("/proc");
+    std::fs::create_dir_all(&proc_dir).map_err(|e| e.to_string())?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| mount_error("proc", &proc_dir, e))?;
+    let sys = inside("/sys");
+    std::fs::create_dir_all(&sys).map_err(|e| e.to_string())?;
+    if let Err(e) = bind(Path::new("/sys"), &sys, MsFlags::MS_REC) {
+        eprintln!("meseta-init: warning: {e}");
+    } else {
+        let _ = mount(
+            None::<&str>,
+            &sys,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+    }
+    // A minimal /dev: a tmpfs with the usual character devices bound from
+    // the host, a private devpts and /dev/shm.
+    let dev = inside("/dev");
+    std::fs::create_dir_all(&dev).map_err(|e| e.to_string())?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        Some("mode=755"),
+    )
+    .map_err(|e| mount_error("tmpfs", &dev, e))?;
+    for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(node);
+        if std::fs::File::create(&target).is_ok() {
+            let _ = bind(&Path::new("/dev").join(node), &target, MsFlags::empty());
+        }
+    }
+    for dir in ["pts", "shm"] {
+        let _ = std::fs::create_dir_all(dev.join(dir));
+    }
+    let _ = mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    );
+    let _ = std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"));
+    let _ = mount(
+        Some("tmpfs"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    );
+    for file in ["/etc/resolv.conf", "/etc/hosts"] {
+        let target = inside(file);
+        if Path::new(file).exists() {
+            if let Some(parent) = target.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if !target.exists() {
+                let _ = std::fs::File::create(&target);
+            }
+            let _ = bind(Path::new(file), &target, MsFlags::empty());
+        }
+    }
+    let _ = std::fs::create_dir_all(inside("/tmp"));
+    // pivot_root: the old root goes under .meseta-old and is detached.
+    let old = inside("/.meseta-old");
+    std::fs::create_dir_all(&old).map_err(|e| e.to_string())?;
+    nix::unistd::pivot_root(&root, &old)
+        .map_err(|e| format!("pivot_root into the image failed: {e}"))?;
+    chdir("/").map_err(|e| e.to_string())?;
+    nix::mount::umount2("/.meseta-old", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("failed to detach the host's root: {e}"))?;
+    let _ = std::fs::remove_dir("/.meseta-old");
     Ok(())
 }
 
@@ -563,6 +727,8 @@ mod tests {
                 gid: 65534,
                 groups: vec![65534, 27],
             }),
+            rootfs: Some(PathBuf::from("/var/lib/meseta/agent/images/abc/rootfs")),
+            rootfs_scratch: Some(PathBuf::from("/var/lib/meseta/agent/meta/runs/c1/rootfs")),
             command: "echo hi -- there; exit 3".into(),
         };
         let encoded: Vec<String> = args
@@ -580,6 +746,8 @@ mod tests {
             hostname: None,
             namespaces: false,
             user: None,
+            rootfs: None,
+            rootfs_scratch: None,
             ..args
         };
         let encoded: Vec<String> = minimal

@@ -704,6 +704,8 @@ fn start_init(
         hostname: spec.hostname.clone(),
         namespaces: true,
         user: spec.user.as_ref().map(|u| u.to_init()),
+        rootfs: spec.rootfs.clone(),
+        rootfs_scratch: spec.rootfs.as_ref().map(|_| spec.run_dir.join("rootfs")),
         command: spec.command.clone(),
     };
     let invalid = |what: &str| ContainerizerError::InvalidSpec {

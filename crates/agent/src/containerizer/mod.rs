@@ -31,7 +31,10 @@
 //! what no checkpoint names with [`Containerizer::remove_orphans`].
 
 mod cgroups;
+mod compose;
+pub mod docker;
 mod fake;
+pub mod image;
 pub mod init;
 mod linux;
 mod pidfd;
@@ -47,6 +50,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use compose::ComposingContainerizer;
+pub use docker::DockerContainerizer;
 pub use fake::FakeContainerizer;
 pub use linux::{LinuxConfig, LinuxContainerizer, DEFAULT_CGROUPS_ROOT, DEFAULT_PIDS_MAX};
 pub use posix::PosixContainerizer;
@@ -82,6 +87,61 @@ pub struct LaunchSpec {
     pub run_dir: PathBuf,
     /// The user the command runs as; `None` runs it as the agent's user.
     pub user: Option<TaskUser>,
+    /// A Docker task (the Docker containerizer runs it); None: a native one.
+    pub docker: Option<DockerSpec>,
+    /// A native task with an image: its root filesystem, see [`image`].
+    pub rootfs: Option<PathBuf>,
+}
+
+/// How a Docker task's container is networked (Marathon's `network`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum DockerNetwork {
+    #[default]
+    Host,
+    Bridge,
+    None,
+    /// A user-defined Docker network, by name.
+    User(String),
+}
+
+/// One port mapping of a bridged container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerPortMapping {
+    /// The host port taken from the offer.
+    pub host_port: u32,
+    /// 0: the same as the host port.
+    pub container_port: u32,
+    /// `tcp`, `udp` or `udp,tcp`.
+    pub protocol: String,
+}
+
+/// A host directory mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerVolume {
+    /// Absolute (relative host paths are resolved inside the sandbox by
+    /// the agent).
+    pub host_path: PathBuf,
+    /// Absolute, or relative to the container's sandbox.
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// What a Docker task asks of its container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DockerSpec {
+    pub image: String,
+    pub force_pull: bool,
+    pub network: DockerNetwork,
+    pub port_mappings: Vec<DockerPortMapping>,
+    pub volumes: Vec<DockerVolume>,
+    /// `docker run` options as key/value pairs.
+    pub parameters: Vec<(String, String)>,
+    pub privileged: bool,
+    pub labels: Vec<(String, String)>,
+    /// Marathon `args`: the image's arguments, its entrypoint kept. None:
+    /// [`LaunchSpec::command`] runs through `/bin/sh -c`, or the image's own
+    /// command when that is empty.
+    pub args: Option<Vec<String>>,
 }
 
 /// A resolved user a task runs as.
@@ -177,6 +237,8 @@ pub struct RecoverSpec {
     pub task_id: String,
     /// The [`LaunchSpec::run_dir`] it was launched with.
     pub run_dir: PathBuf,
+    /// It is a Docker container.
+    pub docker: bool,
 }
 
 /// Resource usage of a container, as Mesos' `ResourceStatistics` has it.
@@ -297,6 +359,12 @@ pub enum ContainerizerError {
         container_id: String,
         waited: Duration,
     },
+    #[error("docker: {0}")]
+    Docker(String),
+    #[error("image '{image}': {reason}")]
+    Image { image: String, reason: String },
+    #[error("this agent runs no Docker containerizer (start it with --containerizers mesos,docker and a Docker daemon)")]
+    NoDocker,
     #[error("failed to write the run directory {path}: {source}")]
     RunDir {
         path: PathBuf,
@@ -476,6 +544,8 @@ mod tests {
             hostname: None,
             run_dir: PathBuf::from("/tmp/run"),
             user: None,
+            docker: None,
+            rootfs: None,
         }
     }
 

@@ -252,6 +252,12 @@ impl Containerizer for PosixContainerizer {
 
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Launched, ContainerizerError>> {
         let found = validate_spec(&spec).and_then(|()| {
+            if spec.rootfs.is_some() {
+                return Err(ContainerizerError::InvalidSpec {
+                    task_id: spec.task_id.clone(),
+                    reason: "a container image needs linux isolation (the agent runs posix)".into(),
+                });
+            }
             if lock(&self.containers).contains_key(&spec.container_id) {
                 Err(ContainerizerError::ContainerExists(
                     spec.container_id.clone(),
@@ -481,6 +487,8 @@ fn spawn(
         hostname: None,
         namespaces: false,
         user: spec.user.as_ref().map(|u| u.to_init()),
+        rootfs: None,
+        rootfs_scratch: None,
         command: spec.command.clone(),
     };
     let mut command = Command::new(init_program);
