@@ -65,6 +65,7 @@ mesos_message! {
     v1::master::Call => "mesos.v1.master.Call",
     v1::master::Response => "mesos.v1.master.Response",
     v1::master::Event => "mesos.v1.master.Event",
+    v1::MasterInfo => "mesos.v1.MasterInfo",
 }
 
 fn pool() -> &'static DescriptorPool {
