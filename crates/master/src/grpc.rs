@@ -14,8 +14,8 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::registry::{AgentRecord, RegistryCommand};
 use crate::handler::{EventStream, SubscribeRequest};
+use crate::registry::{AgentRecord, RegistryCommand};
 use crate::state::now_secs;
 use crate::Master;
 
@@ -118,7 +118,9 @@ impl AgentService for AgentApi {
             reader_master.state().detach_agent(&reader_id, session);
             tracing::warn!(agent = %reader_id, "agent disconnected");
         });
-        Ok(Response::new(EventStream::plain(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(EventStream::plain(
+            UnboundedReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -274,7 +274,16 @@ impl Master {
                 if kill.task_id.as_ref().is_none_or(|t| t.value.is_empty()) {
                     return Err(CallError::Invalid("KILL names no task_id".into()));
                 }
-                self.state().kill(framework_id, &kill)
+                // After a failover the task's agent may not be back yet.
+                let agent = kill.agent_id.as_ref().map(|a| a.value.clone());
+                let admitted = agent.as_ref().is_some_and(|a| {
+                    self.raft
+                        .state()
+                        .lock()
+                        .map(|r| r.agents.contains_key(a))
+                        .unwrap_or(false)
+                });
+                self.state().kill(framework_id, &kill, admitted)
             }
             C::Acknowledge(ack) => {
                 if ack.task_id.as_ref().is_none_or(|t| t.value.is_empty()) {
@@ -458,7 +467,11 @@ impl Master {
     }
 
     /// Set a role's quota guarantee (replacing any previous one).
-    pub(crate) async fn set_quota(&self, role: &str, guarantee: Resources) -> Result<(), CallError> {
+    pub(crate) async fn set_quota(
+        &self,
+        role: &str,
+        guarantee: Resources,
+    ) -> Result<(), CallError> {
         self.leading()?;
         crate::allocator::validate_quota(role, &guarantee)
             .map_err(|e| CallError::Invalid(e.to_string()))?;

@@ -4,8 +4,8 @@
 //! operator HTTP endpoints on one port (5050 by default).
 
 pub mod allocator;
-pub mod error;
 mod api;
+pub mod error;
 mod grpc;
 mod handler;
 mod kv;

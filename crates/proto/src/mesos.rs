@@ -37,7 +37,10 @@ const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mesos_descr
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("invalid JSON for {message}: {detail}")]
-    Json { message: &'static str, detail: String },
+    Json {
+        message: &'static str,
+        detail: String,
+    },
     #[error("invalid protobuf for {message}: {source}")]
     Protobuf {
         message: &'static str,
@@ -81,12 +84,13 @@ pub fn to_json<M: MesosMessage>(msg: &M) -> Result<serde_json::Value, CodecError
     let desc = pool()
         .get_message_by_name(M::NAME)
         .ok_or(CodecError::UnknownMessage(M::NAME))?;
-    let dynamic = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()).map_err(|source| {
-        CodecError::Protobuf {
-            message: M::NAME,
-            source,
-        }
-    })?;
+    let dynamic =
+        DynamicMessage::decode(desc, msg.encode_to_vec().as_slice()).map_err(|source| {
+            CodecError::Protobuf {
+                message: M::NAME,
+                source,
+            }
+        })?;
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .stringify_64_bit_integers(false)
@@ -116,12 +120,13 @@ pub fn from_json<M: MesosMessage>(body: &[u8]) -> Result<M, CodecError> {
         .ok_or(CodecError::UnknownMessage(M::NAME))?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let options = DeserializeOptions::new().deny_unknown_fields(false);
-    let dynamic = DynamicMessage::deserialize_with_options(desc, &mut de, &options).map_err(
-        |e| CodecError::Json {
-            message: M::NAME,
-            detail: e.to_string(),
-        },
-    )?;
+    let dynamic =
+        DynamicMessage::deserialize_with_options(desc, &mut de, &options).map_err(|e| {
+            CodecError::Json {
+                message: M::NAME,
+                detail: e.to_string(),
+            }
+        })?;
     de.end().map_err(|e| CodecError::Json {
         message: M::NAME,
         detail: e.to_string(),
@@ -316,7 +321,10 @@ mod tests {
                 out.push(r);
             }
         }
-        assert_eq!(out, vec![b"hello".to_vec(), Vec::new(), b"{\"a\":1}".to_vec()]);
+        assert_eq!(
+            out,
+            vec![b"hello".to_vec(), Vec::new(), b"{\"a\":1}".to_vec()]
+        );
         let mut bad = recordio::Decoder::new();
         bad.push(b"x1\nabc");
         assert!(bad.next_record().is_err());

@@ -185,8 +185,10 @@ async fn state(State(master): State<Arc<Master>>) -> Json<Value> {
 async fn state_summary(State(master): State<Arc<Master>>) -> Json<Value> {
     let s = master.state();
     let full = state_json(&master, &s);
-    let mut counts: std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>> =
-        Default::default();
+    let mut counts: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<&'static str, u64>,
+    > = Default::default();
     for a in s.agents.values() {
         for t in a.tasks.values() {
             *counts
@@ -213,7 +215,11 @@ async fn state_summary(State(master): State<Arc<Master>>) -> Json<Value> {
                     }
                     let id = v["id"].as_str().unwrap_or_default().to_string();
                     for state in TASK_STATE_NAMES {
-                        let n = counts.get(&id).and_then(|c| c.get(state)).copied().unwrap_or(0);
+                        let n = counts
+                            .get(&id)
+                            .and_then(|c| c.get(state))
+                            .copied()
+                            .unwrap_or(0);
                         v[*state] = json!(n);
                     }
                     v

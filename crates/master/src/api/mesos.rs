@@ -315,7 +315,12 @@ pub(crate) fn call_in(call: m::scheduler::Call) -> Result<Option<pb::call::Call>
     use m::scheduler::call::Type as T;
     use pb::call::Call as C;
     fn need<T>(part: Option<T>, what: &str) -> Result<T, CallError> {
-        part.ok_or_else(|| invalid(format!("a {what} call must carry '{}'", what.to_lowercase())))
+        part.ok_or_else(|| {
+            invalid(format!(
+                "a {what} call must carry '{}'",
+                what.to_lowercase()
+            ))
+        })
     }
     let kind = call.r#type();
     Ok(Some(match kind {

@@ -128,14 +128,14 @@ pub(crate) fn plain(status: StatusCode, message: impl Into<String>) -> Response 
 /// `Content-Type`, and `Accept` for the answer (default: the same).
 pub(crate) fn encodings(
     headers: &HeaderMap,
-) -> Result<(meseta_proto::mesos::Encoding, meseta_proto::mesos::Encoding), Response> {
+) -> Result<(meseta_proto::mesos::Encoding, meseta_proto::mesos::Encoding), (StatusCode, String)> {
     use meseta_proto::mesos::Encoding;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let Some(request) = Encoding::from_media_type(content_type) else {
-        return Err(plain(
+        return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("expecting a Content-Type of application/json or application/x-protobuf, not {content_type:?}"),
         ));
@@ -158,7 +158,7 @@ pub(crate) fn encodings(
     });
     match response {
         Some(r) => Ok((request, r)),
-        None => Err(plain(
+        None => Err((
             StatusCode::NOT_ACCEPTABLE,
             format!("can answer application/json or application/x-protobuf, not {accept:?}"),
         )),

@@ -33,8 +33,8 @@ use tokio::sync::broadcast::error::RecvError;
 use m::master as mr;
 
 use super::mesos::{
-    agent_info_out, framework_info_out, master_info_out, offer_out, resources_out,
-    task_out, task_status_out,
+    agent_info_out, framework_info_out, master_info_out, offer_out, resources_out, task_out,
+    task_status_out,
 };
 use super::{encodings, mesos_error, plain};
 use crate::error::CallError;
@@ -198,7 +198,9 @@ fn get_roles(s: &MasterState) -> r::GetRoles {
                     .frameworks
                     .values()
                     .filter(|f| f.role == role.name)
-                    .map(|f| m::FrameworkId { value: f.id.clone() })
+                    .map(|f| m::FrameworkId {
+                        value: f.id.clone(),
+                    })
                     .collect();
                 let resources = role
                     .allocated
@@ -294,11 +296,16 @@ async fn operator(State(master): State<Arc<Master>>, headers: HeaderMap, body: B
     use mr::response::Type as R;
     let (request, encoding) = match encodings(&headers) {
         Ok(e) => e,
-        Err(resp) => return resp,
+        Err((status, message)) => return plain(status, message),
     };
     let call: mr::Call = match request.decode(&body) {
         Ok(c) => c,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("failed to parse the call: {e}")),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("failed to parse the call: {e}"),
+            )
+        }
     };
     let kind = call.r#type();
     // Calls about the cluster's state are the leader's to answer.
@@ -382,9 +389,15 @@ async fn operator(State(master): State<Arc<Master>>, headers: HeaderMap, body: B
         }
         T::Teardown => {
             let Some(teardown) = call.teardown else {
-                return plain(StatusCode::BAD_REQUEST, "a TEARDOWN call must carry 'teardown'");
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a TEARDOWN call must carry 'teardown'",
+                );
             };
-            return match master.teardown_framework(&teardown.framework_id.value).await {
+            return match master
+                .teardown_framework(&teardown.framework_id.value)
+                .await
+            {
                 Ok(()) => StatusCode::OK.into_response(),
                 Err(e) => mesos_error(&e, PATH),
             };

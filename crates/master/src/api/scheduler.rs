@@ -44,14 +44,19 @@ pub(crate) fn router() -> Router<Arc<Master>> {
 async fn scheduler(State(master): State<Arc<Master>>, headers: HeaderMap, body: Bytes) -> Response {
     let (request, response) = match encodings(&headers) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err((status, message)) => return plain(status, message),
     };
     if let Err(e) = master.leading() {
         return mesos_error(&e, PATH);
     }
     let call: m::scheduler::Call = match request.decode(&body) {
         Ok(c) => c,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("failed to parse the call: {e}")),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("failed to parse the call: {e}"),
+            )
+        }
     };
     let stream_id = headers.get(STREAM_ID).and_then(|v| v.to_str().ok());
     if call.r#type() == m::scheduler::call::Type::Subscribe {
@@ -106,10 +111,7 @@ async fn subscribe(
     };
     let role = info.role.clone();
     let request = SubscribeRequest {
-        framework_id: call
-            .framework_id
-            .map(|f| f.value)
-            .filter(|v| !v.is_empty()),
+        framework_id: call.framework_id.map(|f| f.value).filter(|v| !v.is_empty()),
         info,
         suppressed_roles: subscribe.suppressed_roles,
     };
@@ -123,7 +125,11 @@ async fn subscribe(
             PATH,
         );
     };
-    let role = if role.is_empty() { "*".to_string() } else { role };
+    let role = if role.is_empty() {
+        "*".to_string()
+    } else {
+        role
+    };
     let framework_id = subscription.framework_id.clone();
     let frames = subscription
         .events

@@ -137,9 +137,11 @@ impl MasterState {
             registered_at,
         });
         for task in entry.tasks.values() {
-            self.events.publish(ClusterEvent::TaskAdded(task.clone()));
+            self.events
+                .publish(ClusterEvent::TaskAdded(Box::new(task.clone())));
         }
         self.agents.insert(id.to_string(), entry);
+        self.send_pending_kills(id);
     }
 
     /// The agent's stream ended (or timed out). Its offers are rescinded; its
@@ -206,6 +208,7 @@ impl MasterState {
             .collect();
         for id in &gone {
             self.allocator.remove_agent(id);
+            self.pending_kills.remove(id);
             if let Some(agent) = self.agents.remove(id) {
                 self.events.publish(ClusterEvent::AgentRemoved {
                     agent_id: id.clone(),

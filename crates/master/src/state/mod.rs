@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-
 use crate::allocator::{Allocator, AllocatorConfig};
 
 pub mod agents;
@@ -170,6 +169,9 @@ pub struct MasterState {
     pub offer_timeout: Option<Duration>,
     /// What changed, for operator SUBSCRIBE streams.
     pub events: ClusterEvents,
+    /// Kills waiting for their agent to (re-)register: agent id →
+    /// (framework id, KILL call).
+    pub pending_kills: HashMap<String, Vec<(String, pb::call::Kill)>>,
     next_session: u64,
 }
 
@@ -177,7 +179,7 @@ pub struct MasterState {
 /// words; the operator face renders each as Mesos' `master.Event`.
 #[derive(Debug, Clone)]
 pub enum ClusterEvent {
-    TaskAdded(TaskEntry),
+    TaskAdded(Box<TaskEntry>),
     TaskUpdated {
         framework_id: String,
         status: pb::TaskStatus,

@@ -173,7 +173,8 @@ impl MasterState {
                         statuses: vec![(TaskState::TaskStaging, now)],
                         latest: None,
                     };
-                    self.events.publish(ClusterEvent::TaskAdded(entry.clone()));
+                    self.events
+                        .publish(ClusterEvent::TaskAdded(Box::new(entry.clone())));
                     agent.tasks.insert(tid.clone(), entry);
                     let sent = agent.send(pb::master_message::Message::RunTask(
                         pb::master_message::RunTask {

@@ -75,8 +75,11 @@ impl MasterState {
     }
 
     /// KILL: ask the task's agent to kill it; an unknown task is reported
-    /// TASK_LOST so the framework can forget it.
-    pub fn kill(&mut self, framework_id: &str, call: &pb::call::Kill) {
+    /// TASK_LOST so the framework can forget it. A task whose agent is
+    /// disconnected, or (`agent_expected`) is in the registry but has not
+    /// re-registered with this leader yet, is killed when the agent comes
+    /// back: after a failover a framework may ask before the agent returns.
+    pub fn kill(&mut self, framework_id: &str, call: &pb::call::Kill, agent_expected: bool) {
         let Some(task_id) = call.task_id.as_ref().map(|t| t.value.clone()) else {
             return;
         };
@@ -98,7 +101,12 @@ impl MasterState {
                         kill_policy: policy,
                     },
                 )) {
-                    tracing::warn!(task = %task_id, agent = %agent.id, "kill requested while the agent is disconnected; it is sent again when the agent re-registers");
+                    tracing::warn!(task = %task_id, agent = %agent.id, "kill requested while the agent is disconnected; it is sent when the agent re-registers");
+                    let agent_id = agent.id.clone();
+                    self.pending_kills
+                        .entry(agent_id)
+                        .or_default()
+                        .push((framework_id.to_string(), call.clone()));
                 }
             }
             None => {
@@ -107,6 +115,14 @@ impl MasterState {
                     .as_ref()
                     .map(|a| a.value.clone())
                     .unwrap_or_default();
+                if agent_expected && !agent_id.is_empty() {
+                    tracing::info!(task = %task_id, agent = %agent_id, "kill of a task on an agent that has not re-registered yet; it is sent when the agent does");
+                    self.pending_kills
+                        .entry(agent_id)
+                        .or_default()
+                        .push((framework_id.to_string(), call.clone()));
+                    return;
+                }
                 self.report(
                     framework_id,
                     &task_id,
@@ -116,6 +132,17 @@ impl MasterState {
                     "task is unknown to the master".into(),
                 );
             }
+        }
+    }
+
+    /// Kills that waited for `agent_id` to (re-)register: sent now, or
+    /// answered TASK_LOST when the agent came back without the task.
+    pub(crate) fn send_pending_kills(&mut self, agent_id: &str) {
+        let Some(kills) = self.pending_kills.remove(agent_id) else {
+            return;
+        };
+        for (framework_id, call) in kills {
+            self.kill(&framework_id, &call, false);
         }
     }
 

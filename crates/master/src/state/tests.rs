@@ -136,23 +136,24 @@ fn offers_accept_and_free_keep_agents_within_capacity() {
     };
     // Offered + used never exceed the total.
     assert_eq!(s.allocate(), 0);
-    let outcomes = s.accept(
-        "f1",
-        pb::call::Accept {
-            offer_ids: vec![offer.id.clone().expect("id")],
-            operations: vec![pb::offer::Operation {
-                operation: Some(pb::offer::operation::Operation::Launch(
-                    pb::offer::operation::Launch {
-                        task_infos: vec![task("t1", 1.0, 512.0), task("t2", 1.5, 10.0)],
-                    },
-                )),
-            }],
-            filters: Some(pb::Filters {
-                refuse_seconds: 0.0,
-            }),
-        },
-    )
-    .expect("valid offers");
+    let outcomes = s
+        .accept(
+            "f1",
+            pb::call::Accept {
+                offer_ids: vec![offer.id.clone().expect("id")],
+                operations: vec![pb::offer::Operation {
+                    operation: Some(pb::offer::operation::Operation::Launch(
+                        pb::offer::operation::Launch {
+                            task_infos: vec![task("t1", 1.0, 512.0), task("t2", 1.5, 10.0)],
+                        },
+                    )),
+                }],
+                filters: Some(pb::Filters {
+                    refuse_seconds: 0.0,
+                }),
+            },
+        )
+        .expect("valid offers");
     assert_eq!(outcomes[0].1, LaunchOutcome::Launched);
     assert!(matches!(outcomes[1].1, LaunchOutcome::Rejected(_)));
     let a = &s.agents["a1"];
