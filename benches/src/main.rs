@@ -5,8 +5,11 @@
 //! - `launch`: POST /v2/apps → TASK_RUNNING through a real `meseta up`.
 //! - `allocator`: the DRF allocator in-process.
 //! - `kv`: the masters' replicated KV store (and etcd for comparison).
+//! - `api`: offers → ACCEPT → TASK_RUNNING over gRPC and over Mesos' v1
+//!   HTTP API (JSON and protobuf), side by side.
 
 mod allocator;
+mod api;
 mod kv;
 mod launch;
 
@@ -27,6 +30,8 @@ enum Command {
     Allocator(allocator::AllocatorArgs),
     /// Replicated KV writes/s, p99 and leader failover (meseta or `--etcd`).
     Kv(kv::KvArgs),
+    /// Offers → ACCEPT → TASK_RUNNING over gRPC vs the v1 HTTP API.
+    Api(api::ApiArgs),
 }
 
 fn main() {
@@ -35,6 +40,7 @@ fn main() {
         Command::Launch(args) => launch::run(args),
         Command::Allocator(args) => allocator::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Api(args) => api::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");
