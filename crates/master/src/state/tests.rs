@@ -262,3 +262,80 @@ fn reserved_resources_only_reach_their_role() {
     assert_eq!(s.allocate(), 1);
     assert!(s.offers.values().all(|o| o.framework_id == "f2"));
 }
+
+#[test]
+fn a_kill_waits_for_an_agent_that_has_not_re_registered() {
+    let mut s = MasterState::default();
+    let (ftx, mut frx) = unbounded_channel();
+    s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 1, false, "s");
+    let kill = pb::call::Kill {
+        task_id: Some(pb::TaskId { value: "t1".into() }),
+        agent_id: Some(pb::AgentId { value: "a1".into() }),
+        kill_policy: None,
+    };
+    s.kill("f1", &kill, true);
+    assert!(
+        frx.try_recv().is_err(),
+        "no TASK_LOST while the agent may come back"
+    );
+    let running = pb::RunningTask {
+        framework_id: Some(pb::FrameworkId { value: "f1".into() }),
+        task: Some(task("t1", 1.0, 64.0)),
+        state: TaskState::TaskRunning as i32,
+        latest_status: None,
+    };
+    let (atx, mut arx) = unbounded_channel();
+    let total = Resources::parse("cpus:2;mem:1024").expect("valid");
+    s.attach_agent("a1", &agent_info("h1"), total, &[running], atx, 2);
+    let _registered = arx.try_recv().expect("registered");
+    assert!(matches!(
+        arx.try_recv(),
+        Ok(Ok(pb::MasterMessage {
+            message: Some(pb::master_message::Message::KillTask(_))
+        }))
+    ));
+    // Without the agent in the registry, an unknown task is lost at once.
+    s.kill(
+        "f1",
+        &pb::call::Kill {
+            task_id: Some(pb::TaskId { value: "t9".into() }),
+            ..kill
+        },
+        false,
+    );
+    let lost = frx.try_recv().expect("an update");
+    assert!(matches!(
+        lost,
+        Ok(pb::Event { event: Some(pb::event::Event::Update(ref u)) })
+            if u.status.as_ref().is_some_and(|st| st.state == TaskState::TaskLost as i32)
+    ));
+}
+
+#[test]
+fn frameworks_past_their_failover_timeout_are_torn_down() {
+    let mut s = MasterState::default();
+    let mut ops = s.events.subscribe();
+    let (ftx, _frx) = unbounded_channel();
+    let info = pb::FrameworkInfo {
+        failover_timeout: 10.0,
+        ..Default::default()
+    };
+    s.attach_framework("f1", info, ftx, 1, false, "s");
+    assert!(matches!(
+        ops.try_recv(),
+        Ok(ClusterEvent::FrameworkAdded(_))
+    ));
+    s.detach_framework("f1", 1);
+    let now = Instant::now();
+    assert!(s.expire_frameworks(now).is_empty());
+    assert_eq!(
+        s.expire_frameworks(now + Duration::from_secs(11)),
+        vec!["f1".to_string()]
+    );
+    assert!(s.frameworks.is_empty());
+    let mut removed = false;
+    while let Ok(e) = ops.try_recv() {
+        removed |= matches!(e, ClusterEvent::FrameworkRemoved(_));
+    }
+    assert!(removed, "operators hear FRAMEWORK_REMOVED");
+}
