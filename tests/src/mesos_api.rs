@@ -212,6 +212,24 @@ fn read_chunk(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Vec<u
     Ok(Some(chunk))
 }
 
+/// One client for every call (its connections are kept alive and reused,
+/// as a framework's would be): request and connect timeouts, no redirects
+/// followed.
+fn client() -> Result<reqwest::blocking::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let c = reqwest::blocking::Client::builder()
+        .timeout(crate::http::REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("building a client")?;
+    Ok(CLIENT.get_or_init(|| c).clone())
+}
+
 /// POST one call to `path` on `master` (no redirects followed: a test sees
 /// the 307). `stream_id` goes in `Mesos-Stream-Id`.
 pub fn post(
@@ -232,13 +250,7 @@ pub fn post_raw(
     stream_id: Option<&str>,
     body: Vec<u8>,
 ) -> Result<(Reply, Vec<(String, String)>)> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(crate::http::REQUEST_TIMEOUT)
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .context("building a client")?;
-    let mut req = client
+    let mut req = client()?
         .post(format!("http://{master}{path}"))
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .header(reqwest::header::ACCEPT, content_type)
@@ -270,11 +282,7 @@ pub fn call<C: MesosMessage, R: MesosMessage>(
     encoding: Encoding,
     message: &C,
 ) -> Result<R> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(crate::http::REQUEST_TIMEOUT)
-        .build()
-        .context("building a client")?;
-    let resp = client
+    let resp = client()?
         .post(format!("http://{master}{path}"))
         .header(reqwest::header::CONTENT_TYPE, encoding.content_type())
         .header(reqwest::header::ACCEPT, encoding.content_type())
