@@ -6,8 +6,11 @@
 //! - `allocator`: the DRF allocator in-process.
 //! - `kv`: the masters' replicated KV store (and etcd for comparison).
 //! - `recover`: an agent restart re-attaching to its running tasks.
+//! - `api`: offers → ACCEPT → TASK_RUNNING over gRPC and over Mesos' v1
+//!   HTTP API (JSON and protobuf), side by side.
 
 mod allocator;
+mod api;
 mod kv;
 mod launch;
 mod recover;
@@ -31,6 +34,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Time for a restarted agent to re-attach to its tasks.
     Recover(recover::RecoverArgs),
+    /// Offers → ACCEPT → TASK_RUNNING over gRPC vs the v1 HTTP API.
+    Api(api::ApiArgs),
 }
 
 fn main() {
@@ -40,6 +45,7 @@ fn main() {
         Command::Allocator(args) => allocator::run(args),
         Command::Kv(args) => kv::run(args),
         Command::Recover(args) => recover::run(args),
+        Command::Api(args) => api::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

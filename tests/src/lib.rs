@@ -9,7 +9,8 @@
 //!   kills whatever task process it left and removes the dir. A test that
 //!   panics gets the log tail printed.
 //! - [`http`] has blocking JSON helpers with timeouts; [`events`] reads
-//!   Marathon's `/v2/events` stream on a thread of its own.
+//!   Marathon's `/v2/events` stream on a thread of its own; [`mesos_api`]
+//!   speaks Mesos' v1 HTTP APIs (JSON or protobuf, RecordIO streams).
 //! - [`procfs`] inspects real processes: parents, command lines, cgroups,
 //!   namespaces.
 //! - [`wait::wait_until`] polls for an eventual condition under a generous
@@ -25,6 +26,7 @@ pub mod docker;
 pub mod events;
 pub mod http;
 pub mod masters;
+pub mod mesos_api;
 pub mod procfs;
 pub mod wait;
 

@@ -57,6 +57,16 @@ impl Proc {
     }
 }
 
+/// The leader a master's `/master/state` names, as `host:port` (Mesos
+/// writes `master@host:port`); empty when it knows none.
+pub fn leader_of(state: &Value) -> String {
+    state["leader"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("master@")
+        .to_string()
+}
+
 /// Three (or more) masters and what runs against them.
 pub struct Masters {
     dir: tempfile::TempDir,
@@ -288,10 +298,7 @@ impl Masters {
             if p.is_none() {
                 continue;
             }
-            let leader = self.state(i)?["leader"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let leader = leader_of(&self.state(i)?);
             if leader.is_empty() {
                 bail!("master {i} knows no leader");
             }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use meseta_tests::http::Api;
-use meseta_tests::masters::{Masters, ELECTION_DEADLINE};
+use meseta_tests::masters::{leader_of, Masters, ELECTION_DEADLINE};
 use meseta_tests::procfs;
 use meseta_tests::wait::{wait_for, wait_until, POLL};
 use serde_json::{json, Value};
@@ -152,7 +152,7 @@ fn failover(masters: &mut Masters) -> Result<()> {
     let leader_addr = masters.addrs[second_leader].clone();
     wait_for("the restarted master to follow the new leader", || {
         let s = masters.state(first_leader)?;
-        if s["leader"] == leader_addr.as_str() && s["elected"] == Value::Bool(false) {
+        if leader_of(&s) == leader_addr && s["elected"] == Value::Bool(false) {
             Ok(())
         } else {
             Err(anyhow!("leader {} elected {}", s["leader"], s["elected"]))
@@ -433,7 +433,7 @@ fn replace_a_dead_master(masters: &mut Masters) -> Result<()> {
     // It follows the leader and has the state, by snapshot.
     wait_for("node 4 to follow the leader with the registry", || {
         let s = masters.state(newcomer)?;
-        if s["leader"] != leader_addr.as_str() || s["elected"] != Value::Bool(false) {
+        if leader_of(&s) != leader_addr || s["elected"] != Value::Bool(false) {
             bail!("leader {} elected {}", s["leader"], s["elected"]);
         }
         if s["registered_agents"].as_u64() != Some(1) {
@@ -501,7 +501,7 @@ fn replace_a_dead_master(masters: &mut Masters) -> Result<()> {
     );
     let last = membership_list(masters, &new_addr)?;
     ensure!(
-        last["leader"] == masters.addrs[new_leader].as_str(),
+        leader_of(&last) == masters.addrs[new_leader],
         "membership names another leader than master {new_leader}: {last}"
     );
     Ok(())

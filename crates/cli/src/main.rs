@@ -410,9 +410,11 @@ async fn membership(cmd: MembershipCommand) -> Result<()> {
         .json()
         .await
         .context("reading /master/state")?;
+    // Mesos' form: `master@host:port`.
     let target = match state
         .get("leader")
         .and_then(|l| l.as_str())
+        .map(|l| l.trim_start_matches("master@"))
         .filter(|l| !l.is_empty())
     {
         Some(l) => l.to_string(),

@@ -38,6 +38,7 @@ pub async fn print(master: &str, task_id: &str, stderr: bool) -> Result<()> {
     if let Some(leader) = state
         .get("leader")
         .and_then(Value::as_str)
+        .map(|l| l.trim_start_matches("master@"))
         .filter(|l| !l.is_empty() && *l != master)
     {
         state = get_json(&client, &format!("http://{leader}/master/state")).await?;

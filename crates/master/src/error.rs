@@ -52,3 +52,49 @@ pub fn not_leader_status(leader: Option<&str>) -> tonic::Status {
     ));
     meseta_proto::with_leader_hint(status, leader)
 }
+
+/// Why a framework or operator call was refused. Each face renders it in
+/// its own shape: gRPC as a status code, HTTP as a status with the message
+/// as the body (Mesos' v1 API) or as `{"message"}` (operator endpoints).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// This master does not lead; `leader` is who does, when known.
+    #[error("not the leading master (leader: {})", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { leader: Option<String> },
+    /// The call is malformed or names something that does not exist.
+    #[error("{0}")]
+    Invalid(String),
+    /// The framework is not subscribed to this master.
+    #[error("framework {0} is not subscribed")]
+    NotSubscribed(String),
+    /// The call names a stream other than the framework's current one.
+    #[error("the Mesos-Stream-Id {given:?} is not the current stream of framework {framework_id}")]
+    WrongStream { framework_id: String, given: String },
+    /// The thing the call names does not exist (operator calls).
+    #[error("{0}")]
+    NotFound(String),
+    /// meseta does not do this (yet); nothing was changed.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The change could not be replicated; nothing was applied.
+    #[error("not replicated: {0}")]
+    Replication(#[from] MasterError),
+}
+
+impl CallError {
+    /// The gRPC status a caller sees; a follower names the leader in the
+    /// `meseta-leader` metadata.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            CallError::NotLeader { leader } => not_leader_status(leader.as_deref()),
+            CallError::Invalid(m) | CallError::NotFound(m) => {
+                tonic::Status::invalid_argument(m.clone())
+            }
+            CallError::NotSubscribed(_) | CallError::WrongStream { .. } => {
+                tonic::Status::failed_precondition(self.to_string())
+            }
+            CallError::Unsupported(m) => tonic::Status::unimplemented(m.clone()),
+            CallError::Replication(e) => e.to_status(),
+        }
+    }
+}

@@ -4,9 +4,10 @@
 //! operator HTTP endpoints on one port (5050 by default).
 
 pub mod allocator;
+mod api;
 pub mod error;
 mod grpc;
-mod http;
+mod handler;
 mod kv;
 pub mod registry;
 pub mod state;
@@ -20,7 +21,7 @@ use meseta_raftstore::{Faults, RaftConfig, RaftHandle, StartOptions};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-pub use error::MasterError;
+pub use error::{CallError, MasterError};
 use registry::{MasterCommand, Registry, RegistryCommand};
 use state::MasterState;
 
@@ -78,6 +79,8 @@ pub(crate) struct Master {
     state: Mutex<MasterState>,
     pub(crate) allocate: Notify,
     pub(crate) config: MasterConfig,
+    /// When this master started (seconds since the epoch).
+    pub(crate) started_at: f64,
 }
 
 impl Master {
@@ -194,6 +197,7 @@ impl BoundMaster {
             state: Mutex::new(MasterState::with_config(config.allocator.clone())),
             allocate: Notify::new(),
             config,
+            started_at: state::now_secs(),
         });
         Ok(BoundMaster { listener, master })
     }
@@ -212,7 +216,9 @@ impl BoundMaster {
         tracing::info!(address = %master.address, "master listening");
         let background = tokio::spawn(background_loop(master.clone()));
         let leases = tokio::spawn(kv::lease_loop(master.clone()));
-        let router = grpc::routes(master.clone()).merge(http::router(master.clone()));
+        let router = grpc::routes(master.clone())
+            .merge(api::router(master.clone()))
+            .fallback(api::not_found);
         let addr = master.address.clone();
         let result = meseta_proto::serve::serve(self.listener, router, shutdown)
             .await
@@ -230,7 +236,7 @@ async fn background_loop(master: Arc<Master>) {
     let mut leadership = master.raft.leadership();
     let mut was_leader = master.raft.is_leader();
     if was_leader {
-        http::restore_allocator(&master);
+        api::restore_allocator(&master);
     }
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -246,6 +252,12 @@ async fn background_loop(master: Arc<Master>) {
                         tracing::warn!(agent = %id, error = %e, "could not remove the agent from the registry");
                     }
                 }
+                let expired = master.state().expire_frameworks(std::time::Instant::now());
+                for id in expired {
+                    if let Err(e) = master.propose(RegistryCommand::RemoveFramework { id: id.clone() }).await {
+                        tracing::warn!(framework = %id, error = %e, "could not remove the framework from the registry");
+                    }
+                }
             }
             changed = leadership.changed() => {
                 if changed.is_err() {
@@ -257,7 +269,7 @@ async fn background_loop(master: Arc<Master>) {
         if leader != was_leader {
             if leader {
                 tracing::info!(address = %master.address, "elected leading master");
-                http::restore_allocator(&master);
+                api::restore_allocator(&master);
             } else {
                 tracing::warn!(address = %master.address, leader = ?master.leader_address(), "no longer the leading master; dropping agents and frameworks");
                 *master.state() = MasterState::with_config(master.config.allocator.clone());

@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("meseta.v1");
 }
 
+pub mod mesos;
 pub mod serve;
 
 /// gRPC metadata key in which a follower master names the leader.

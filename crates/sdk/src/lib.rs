@@ -33,7 +33,8 @@ pub enum SchedulerEvent {
     /// An offer is no longer valid.
     Rescind(String),
     Update(pb::TaskStatus),
-    /// The master reported an error about this framework.
+    /// The master ended this subscription (another one took the framework
+    /// over). Nothing follows: the client does not re-subscribe.
     Error(String),
     /// The connection to the master was lost; outstanding offers are void.
     /// A new `Subscribed` follows when the leader is reached again.
@@ -206,7 +207,16 @@ async fn subscription_loop(
                 Some(E::Offers(o)) => Some(SchedulerEvent::Offers(o.offers)),
                 Some(E::Rescind(r)) => r.offer_id.map(|o| SchedulerEvent::Rescind(o.value)),
                 Some(E::Update(u)) => u.status.map(SchedulerEvent::Update),
-                Some(E::Error(e)) => Some(SchedulerEvent::Error(e.message)),
+                Some(E::Error(e)) => {
+                    // Mesos' contract: after ERROR (another subscription
+                    // took this framework over) the scheduler must not
+                    // re-subscribe, or two instances would take the
+                    // framework from each other in turn.
+                    tracing::warn!(master = %target, message = %e.message, "the master ended this subscription; not re-subscribing");
+                    *inner.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    let _ = events.send(SchedulerEvent::Error(e.message));
+                    return;
+                }
                 Some(E::Failure(_)) | Some(E::Message(_)) | Some(E::Heartbeat(_)) | None => None,
             };
             if let Some(ev) = out {

@@ -407,7 +407,7 @@ mod master {
                         role: ROLES[r as usize].to_string(),
                         ..Default::default()
                     };
-                    s.attach_framework(&format!("f{f}"), info, tx, self.session, false);
+                    s.attach_framework(&format!("f{f}"), info, tx, self.session, false, "s");
                 }
                 Op::DisconnectFramework(f) => {
                     let session = s
@@ -446,7 +446,7 @@ mod master {
                             }
                         })
                         .collect();
-                    s.accept(
+                    let _ = s.accept(
                         &offer.framework_id.clone(),
                         pb::call::Accept {
                             offer_ids: vec![pb::OfferId {
@@ -572,7 +572,7 @@ mod master {
             1,
         );
         let (ftx, mut frx) = unbounded_channel();
-        s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 2, false);
+        s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 2, false, "s");
         assert_eq!(s.allocate(), 1);
         assert_eq!(s.expire_offers(Instant::now()), 0, "not stale yet");
         assert_eq!(s.expire_offers(Instant::now() + Duration::from_secs(31)), 1);
@@ -604,6 +604,7 @@ mod master {
                 tx,
                 i as u64 + 1,
                 false,
+                "s",
             );
         }
         let mut agent_rx = Vec::new();
@@ -660,7 +661,7 @@ mod master {
                         );
                         continue;
                     }
-                    s.accept(
+                    let _ = s.accept(
                         &o.framework_id,
                         pb::call::Accept {
                             offer_ids: vec![pb::OfferId {

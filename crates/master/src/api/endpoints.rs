@@ -1,5 +1,8 @@
-//! Operator HTTP endpoints, in Mesos' shapes: `/master/state`, `/health`,
-//! `/master/redirect`, `/metrics/snapshot`.
+//! Operator HTTP endpoints, in Mesos' shapes: `/master/state` (and
+//! `/state.json`, `/state`), `/master/state-summary`, `/master/slaves`,
+//! `/master/frameworks`, `/master/tasks`, `/master/roles`, `/version`,
+//! `/health`, `/master/redirect`, `/metrics/snapshot`; weights, quota and
+//! Raft membership. Writes go through the call handler.
 
 use std::sync::Arc;
 
@@ -12,15 +15,26 @@ use meseta_core::attributes::Attribute;
 use meseta_core::{Resources, TaskStateExt};
 use serde_json::{json, Value};
 
+use crate::error::CallError;
 use crate::state::{MasterState, TaskEntry};
 use crate::Master;
 
-pub(crate) fn router(master: Arc<Master>) -> Router {
+pub(crate) fn router() -> Router<Arc<Master>> {
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
         .route("/master/state", get(state))
         .route("/master/state.json", get(state))
         .route("/state", get(state))
+        .route("/state.json", get(state))
+        .route("/master/state-summary", get(state_summary))
+        .route("/state-summary", get(state_summary))
+        .route("/master/slaves", get(slaves))
+        .route("/slaves", get(slaves))
+        .route("/master/frameworks", get(frameworks))
+        .route("/frameworks", get(frameworks))
+        .route("/master/tasks", get(tasks))
+        .route("/tasks", get(tasks))
+        .route("/version", get(version))
         .route("/master/redirect", get(redirect))
         .route("/redirect", get(redirect))
         .route("/metrics/snapshot", get(metrics))
@@ -29,7 +43,6 @@ pub(crate) fn router(master: Arc<Master>) -> Router {
             "/master/membership",
             get(membership).post(change_membership),
         )
-        .with_state(master)
 }
 
 fn task_json(t: &TaskEntry) -> Value {
@@ -137,17 +150,18 @@ fn state_json(master: &Master, s: &MasterState) -> Value {
         .map(|r| (r.agents.len(), r.frameworks.len()))
         .unwrap_or((0, 0));
     json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::api::MESOS_VERSION,
+        "meseta_version": env!("CARGO_PKG_VERSION"),
         "id": master.address,
         "pid": format!("master@{}", master.address),
         "hostname": host,
         "port": port.parse::<u16>().unwrap_or(0),
         "elected": master.raft.is_leader(),
-        "leader": leader.clone().unwrap_or_default(),
-        "leader_info": leader.as_ref().map(|l| {
-            let (h, p) = l.rsplit_once(':').unwrap_or((l, ""));
-            json!({"hostname": h, "port": p.parse::<u16>().unwrap_or(0)})
-        }),
+        "start_time": master.started_at,
+        "leader": leader.as_ref().map(|l| format!("master@{l}")).unwrap_or_default(),
+        "leader_info": leader
+            .as_ref()
+            .and_then(|l| meseta_proto::mesos::to_json(&crate::api::mesos::master_info_out(l)).ok()),
         "activated_slaves": s.agents.values().filter(|a| a.sender.is_some()).count(),
         "deactivated_slaves": s.agents.values().filter(|a| a.sender.is_none()).count(),
         "registered_agents": registry.0,
@@ -166,6 +180,124 @@ async fn state(State(master): State<Arc<Master>>) -> Json<Value> {
     Json(v)
 }
 
+/// `/master/state-summary`: agents and frameworks without their tasks, with
+/// per-state task counts (what dashboards poll).
+async fn state_summary(State(master): State<Arc<Master>>) -> Json<Value> {
+    let s = master.state();
+    let full = state_json(&master, &s);
+    let mut counts: std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<&'static str, u64>,
+    > = Default::default();
+    for a in s.agents.values() {
+        for t in a.tasks.values() {
+            *counts
+                .entry(t.framework_id.clone())
+                .or_default()
+                .entry(t.state.mesos_name())
+                .or_default() += 1;
+            *counts
+                .entry(a.id.clone())
+                .or_default()
+                .entry(t.state.mesos_name())
+                .or_default() += 1;
+        }
+    }
+    let with_counts = |items: &Value, drop: &[&str]| -> Value {
+        let list = items.as_array().cloned().unwrap_or_default();
+        Value::Array(
+            list.into_iter()
+                .map(|mut v| {
+                    for d in drop {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove(*d);
+                        }
+                    }
+                    let id = v["id"].as_str().unwrap_or_default().to_string();
+                    for state in TASK_STATE_NAMES {
+                        let n = counts
+                            .get(&id)
+                            .and_then(|c| c.get(state))
+                            .copied()
+                            .unwrap_or(0);
+                        v[*state] = json!(n);
+                    }
+                    v
+                })
+                .collect(),
+        )
+    };
+    Json(json!({
+        "hostname": full["hostname"],
+        "cluster": "meseta",
+        "leader": full["leader"],
+        "slaves": with_counts(&full["slaves"], &[]),
+        "frameworks": with_counts(&full["frameworks"], &["tasks", "completed_tasks", "offers"]),
+    }))
+}
+
+/// Task states by Mesos name, for per-state counts.
+const TASK_STATE_NAMES: &[&str] = &[
+    "TASK_STAGING",
+    "TASK_STARTING",
+    "TASK_RUNNING",
+    "TASK_KILLING",
+    "TASK_FINISHED",
+    "TASK_KILLED",
+    "TASK_FAILED",
+    "TASK_LOST",
+    "TASK_ERROR",
+    "TASK_UNREACHABLE",
+];
+
+/// `/master/slaves`: `{"slaves": [...], "recovered_slaves": []}`.
+async fn slaves(State(master): State<Arc<Master>>) -> Json<Value> {
+    let s = master.state();
+    let full = state_json(&master, &s);
+    Json(json!({"slaves": full["slaves"], "recovered_slaves": []}))
+}
+
+/// `/master/frameworks`: `{"frameworks": [...], "completed_frameworks": [],
+/// "unregistered_frameworks": []}`.
+async fn frameworks(State(master): State<Arc<Master>>) -> Json<Value> {
+    let s = master.state();
+    let mut full = state_json(&master, &s);
+    add_allocation_json(&mut full, &s);
+    Json(json!({
+        "frameworks": full["frameworks"],
+        "completed_frameworks": [],
+        "unregistered_frameworks": [],
+    }))
+}
+
+/// `/master/tasks`: every known task, running and completed,
+/// `{"tasks": [...]}` (Mesos' `limit`/`offset` paging is not applied).
+async fn tasks(State(master): State<Arc<Master>>) -> Json<Value> {
+    let s = master.state();
+    let mut list: Vec<Value> = s
+        .agents
+        .values()
+        .flat_map(|a| a.tasks.values())
+        .map(task_json)
+        .collect();
+    for f in s.frameworks.values() {
+        list.extend(f.completed.iter().map(task_json));
+    }
+    Json(json!({"tasks": list}))
+}
+
+/// `/version`: Mesos' shape with plain numbers in `version` (client
+/// libraries parse it to pick the API they use).
+async fn version() -> Json<Value> {
+    Json(json!({
+        "version": crate::api::MESOS_VERSION,
+        "meseta_version": env!("CARGO_PKG_VERSION"),
+        "build_date": "",
+        "build_time": 0,
+        "build_user": "",
+    }))
+}
+
 async fn redirect(State(master): State<Arc<Master>>) -> Response {
     match master.leader_address() {
         Some(leader) => (
@@ -182,6 +314,11 @@ async fn redirect(State(master): State<Arc<Master>>) -> Response {
 }
 
 async fn metrics(State(master): State<Arc<Master>>) -> Json<Value> {
+    Json(metrics_json(&master))
+}
+
+/// `/metrics/snapshot`: Mesos' metric names, plus meseta's allocator ones.
+pub(crate) fn metrics_json(master: &Master) -> Value {
     let s = master.state();
     let m = &s.metrics;
     let tasks: Vec<&TaskEntry> = s.agents.values().flat_map(|a| a.tasks.values()).collect();
@@ -191,9 +328,30 @@ async fn metrics(State(master): State<Arc<Master>>) -> Json<Value> {
             .filter(|t| t.state.mesos_name() == name)
             .count()
     };
+    let completed = |name: &str| {
+        s.frameworks
+            .values()
+            .flat_map(|f| f.completed.iter())
+            .filter(|t| t.state.mesos_name() == name)
+            .count()
+    };
     let runs = m.allocation_runs.max(1) as f64;
     let mut out = json!({
         "master/elected": if master.raft.is_leader() { 1 } else { 0 },
+        "master/uptime_secs": (crate::state::now_secs() - master.started_at).max(0.0),
+        "master/slaves_connected": s.agents.values().filter(|a| a.sender.is_some()).count(),
+        "master/slaves_inactive": s.agents.values().filter(|a| a.sender.is_none()).count(),
+        "master/frameworks_connected": s.frameworks.values().filter(|f| f.active()).count(),
+        "master/frameworks_disconnected": s.frameworks.values().filter(|f| !f.active()).count(),
+        "master/frameworks_inactive": s.frameworks.values().filter(|f| !f.active()).count(),
+        "master/tasks_killing": count("TASK_KILLING"),
+        "master/tasks_unreachable": count("TASK_UNREACHABLE"),
+        "master/tasks_finished": completed("TASK_FINISHED"),
+        "master/tasks_failed": completed("TASK_FAILED"),
+        "master/tasks_killed": completed("TASK_KILLED"),
+        "master/tasks_lost": completed("TASK_LOST"),
+        "master/tasks_error": completed("TASK_ERROR"),
+        "master/tasks_dropped": completed("TASK_DROPPED"),
         "master/slaves_active": s.agents.values().filter(|a| a.sender.is_some()).count(),
         "master/slaves_disconnected": s.agents.values().filter(|a| a.sender.is_none()).count(),
         "master/frameworks_active": s.frameworks.values().filter(|f| f.active()).count(),
@@ -212,7 +370,7 @@ async fn metrics(State(master): State<Arc<Master>>) -> Json<Value> {
         "allocator/allocation_run_ms/mean": m.allocation_time_total.as_secs_f64() * 1000.0 / runs,
     });
     add_allocator_metrics(&mut out, &s);
-    Json(out)
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -371,8 +529,13 @@ pub(crate) fn restore_allocator(master: &Master) {
     }
 }
 
-fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"message": message.into()}))).into_response()
+}
+
+/// A refused operator call as `{"message"}` with the status that fits.
+fn call_error_response(e: &CallError) -> Response {
+    error_response(super::status_of(e), e.to_string())
 }
 
 /// Writes go to the leader: a follower redirects (307) like Mesos does.
@@ -507,27 +670,11 @@ async fn put_weights(State(master): State<Arc<Master>>, body: axum::body::Bytes)
                 "every weight needs a string 'role' and a numeric 'weight'",
             );
         };
-        if let Err(e) = crate::allocator::validate_weight(role, weight) {
-            return error_response(StatusCode::BAD_REQUEST, e.to_string());
-        }
         weights.insert(role.to_string(), weight);
     }
-    if let Err(e) = master
-        .propose(crate::registry::RegistryCommand::UpdateWeights {
-            weights: weights.clone(),
-        })
-        .await
-    {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("weights not replicated: {e}"),
-        );
+    if let Err(e) = master.update_weights(weights).await {
+        return call_error_response(&e);
     }
-    if let Err(e) = master.state().allocator.set_weights(&weights) {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string());
-    }
-    tracing::info!(weights = ?weights, "role weights updated by operator");
-    master.allocate.notify_one();
     StatusCode::OK.into_response()
 }
 
@@ -611,28 +758,9 @@ async fn set_quota(State(master): State<Arc<Master>>, body: axum::body::Bytes) -
             )
         }
     };
-    if let Err(e) = crate::allocator::validate_quota(&role, &guarantee) {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string());
+    if let Err(e) = master.set_quota(&role, guarantee.clone()).await {
+        return call_error_response(&e);
     }
-    let cmd = crate::registry::RegistryCommand::SetQuota {
-        role: role.clone(),
-        guarantee: guarantee.to_string(),
-    };
-    if let Err(e) = master.propose(cmd).await {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("quota not replicated: {e}"),
-        );
-    }
-    if let Err(e) = master
-        .state()
-        .allocator
-        .set_quota(&role, Some(guarantee.clone()))
-    {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string());
-    }
-    tracing::info!(role = %role, guarantee = %guarantee, "quota set by operator");
-    master.allocate.notify_one();
     Json(json!({"role": role, "guarantee": quota_guarantee_json(&guarantee)})).into_response()
 }
 
@@ -644,23 +772,9 @@ async fn remove_quota(
     if let Some(r) = leader_only(&master, &format!("/quota/{role}")) {
         return r;
     }
-    if !master.state().allocator.quotas().contains_key(&role) {
-        return error_response(StatusCode::NOT_FOUND, format!("role '{role}' has no quota"));
+    if let Err(e) = master.remove_quota(&role).await {
+        return call_error_response(&e);
     }
-    if let Err(e) = master
-        .propose(crate::registry::RegistryCommand::RemoveQuota { role: role.clone() })
-        .await
-    {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("quota removal not replicated: {e}"),
-        );
-    }
-    if let Err(e) = master.state().allocator.set_quota(&role, None) {
-        return error_response(StatusCode::BAD_REQUEST, e.to_string());
-    }
-    tracing::info!(role = %role, "quota removed by operator");
-    master.allocate.notify_one();
     StatusCode::OK.into_response()
 }
 
