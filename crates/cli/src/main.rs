@@ -181,6 +181,9 @@ struct SchedulerArgs {
     framework_name: String,
     #[arg(long, default_value = "*")]
     role: String,
+    /// Versions kept per app and of the root group (Marathon's --max_versions).
+    #[arg(long, default_value_t = meseta_scheduler::engine::DEFAULT_MAX_VERSIONS)]
+    max_versions: usize,
 }
 
 fn main() {
@@ -303,6 +306,7 @@ async fn run(cli: Cli) -> Result<()> {
             let mut config = SchedulerConfig::new(a.listen, a.masters);
             config.framework_name = a.framework_name;
             config.role = a.role;
+            config.max_versions = a.max_versions;
             let scheduler = BoundScheduler::bind(config)
                 .await
                 .context("starting the scheduler")?;

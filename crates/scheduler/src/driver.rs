@@ -7,7 +7,7 @@ use std::time::Duration;
 use meseta_sdk::SchedulerEvent;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::engine::Action;
+use crate::engine::{Action, ReadinessOutcome, ReadinessProbe, ReadinessResponse};
 use crate::Shared;
 
 pub(crate) struct Driver {
@@ -15,12 +15,27 @@ pub(crate) struct Driver {
     pub(crate) actions: UnboundedReceiver<Vec<Action>>,
 }
 
+/// The most of a readiness answer's body kept (`lastResponse.body`).
+const READINESS_BODY_LIMIT: usize = 4096;
+
 impl Driver {
     pub(crate) async fn run(mut self, shared: Arc<Shared>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         loop {
             let actions = tokio::select! {
+                r = ready_rx.recv() => match r {
+                    Some((probe, outcome)) => {
+                        let probe: ReadinessProbe = probe;
+                        shared.engine().readiness_result(&probe, outcome)
+                    }
+                    None => Vec::new(),
+                },
                 ev = self.sdk_events.recv() => match ev {
                     Some(ev) => handle_event(&shared, ev).await,
                     None => return,
@@ -31,6 +46,10 @@ impl Driver {
                 },
                 _ = tick.tick() => {
                     let actions = shared.engine().tick();
+                    let probes = shared.engine().readiness_probes();
+                    for probe in probes {
+                        tokio::spawn(run_probe(http.clone(), probe, ready_tx.clone()));
+                    }
                     sync_state(&shared).await;
                     ticks += 1;
                     if ticks.is_multiple_of(UNCONFIRMED_RECONCILE_TICKS) {
@@ -40,6 +59,7 @@ impl Driver {
                 }
             };
             let actions = persist_launches(&shared, actions).await;
+            shared.engine().flush_events();
             execute(&shared, actions).await;
         }
     }
@@ -55,8 +75,7 @@ const UNCONFIRMED_RECONCILE_TICKS: u64 = 3;
 async fn reconcile_unconfirmed(shared: &Shared) {
     let unconfirmed: Vec<(String, Option<String>)> = shared
         .engine()
-        .tasks
-        .values()
+        .tasks()
         .filter(|t| t.kill_sent.is_none() && t.state != meseta_proto::v1::TaskState::TaskRunning)
         .map(|t| (t.id.clone(), Some(t.agent_id.clone())))
         .collect();
@@ -101,11 +120,11 @@ async fn persist_launches(shared: &Shared, actions: Vec<Action>) -> Vec<Action> 
             Action::Accept {
                 offer_id, tasks, ..
             } => {
-                for t in &tasks {
-                    if let Some(id) = &t.task_id {
-                        engine.tasks.remove(&id.value);
-                    }
-                }
+                let ids: Vec<String> = tasks
+                    .iter()
+                    .filter_map(|t| t.task_id.as_ref().map(|i| i.value.clone()))
+                    .collect();
+                engine.forget_tasks(&ids);
                 Action::Decline {
                     offer_id,
                     refuse_seconds: 1.0,
@@ -127,8 +146,7 @@ async fn handle_event(shared: &Shared, ev: SchedulerEvent) -> Vec<Action> {
                 let mut engine = shared.engine();
                 engine.subscribed(&framework_id);
                 engine
-                    .tasks
-                    .values()
+                    .tasks()
                     .map(|t| (t.id.clone(), Some(t.agent_id.clone())))
                     .collect()
             };
@@ -193,4 +211,45 @@ async fn execute(shared: &Shared, actions: Vec<Action>) {
             tracing::debug!(error = %e, ?action, "call to the master failed");
         }
     }
+}
+
+/// One readiness check: `GET` the task's URL; the answer (or None) goes
+/// back to the driver loop.
+async fn run_probe(
+    http: reqwest::Client,
+    probe: ReadinessProbe,
+    results: tokio::sync::mpsc::UnboundedSender<(ReadinessProbe, ReadinessOutcome)>,
+) {
+    let answer = http.get(&probe.url).timeout(probe.timeout).send().await;
+    let response = match answer {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let content_type = r
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = match tokio::time::timeout(probe.timeout, r.bytes()).await {
+                Ok(Ok(b)) => {
+                    String::from_utf8_lossy(&b[..b.len().min(READINESS_BODY_LIMIT)]).into_owned()
+                }
+                _ => String::new(),
+            };
+            Some(ReadinessResponse {
+                status,
+                content_type,
+                body,
+            })
+        }
+        Err(e) => {
+            tracing::debug!(task = %probe.task_id, url = %probe.url, error = %e, "readiness check failed");
+            None
+        }
+    };
+    let outcome = ReadinessOutcome {
+        task_id: probe.task_id.clone(),
+        response,
+    };
+    let _ = results.send((probe, outcome));
 }
