@@ -679,6 +679,10 @@ fn readiness_checks_gate_the_deployment() {
         json["currentActions"][0]["readinessCheckResults"][0]["ready"],
         false
     );
+    assert_eq!(
+        json["stuck"]["lastFailureCause"],
+        "readiness check answered HTTP 503"
+    );
     let ready = meseta_scheduler::engine::ReadinessOutcome {
         task_id: t.clone(),
         response: Some(meseta_scheduler::engine::ReadinessResponse {
@@ -689,4 +693,44 @@ fn readiness_checks_gate_the_deployment() {
     };
     e.readiness_result(&probes[0], ready);
     assert!(e.deployments().is_empty());
+}
+
+#[test]
+fn an_upgrade_that_never_gets_ready_is_stuck() {
+    let a = app(
+        r#"{"id": "/rd", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
+            "portDefinitions": [{"port": 0, "name": "http-api"}],
+            "readinessChecks": [{"path": "/", "intervalSeconds": 1}]}"#,
+    );
+    let mut e = engine_with(&[a]);
+    let old = launch_all(&mut e, "o1").remove(0);
+    e.status(status(&old, pb::TaskState::TaskRunning));
+    let probes = e.readiness_probes();
+    let answer = |task: &str, code: u16| meseta_scheduler::engine::ReadinessOutcome {
+        task_id: task.to_string(),
+        response: Some(meseta_scheduler::engine::ReadinessResponse {
+            status: code,
+            content_type: String::new(),
+            body: String::new(),
+        }),
+    };
+    e.readiness_result(&probes[0], answer(&old, 200));
+    assert!(e.deployments().is_empty());
+    put(
+        &mut e,
+        "/rd",
+        r#"{"readinessChecks": [{"path": "/never", "intervalSeconds": 1}]}"#,
+    )
+    .expect("changed");
+    let new = launch_all(&mut e, "o2").remove(0);
+    e.status(status(&new, pb::TaskState::TaskRunning));
+    let probes = e.readiness_probes();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    e.readiness_result(&probes[0], answer(&new, 404));
+    let d = e.deployments()[0].clone();
+    let json = e.deployment_json(&d);
+    assert_eq!(
+        json["stuck"]["lastFailureCause"], "readiness check answered HTTP 404",
+        "{json}"
+    );
 }

@@ -664,8 +664,11 @@ impl Engine {
 
     fn record_version(&mut self, app: &AppDefinition) {
         let list = self.state.versions.entry(app.id.to_string()).or_default();
-        if list.back().map(|a| a.version) == Some(app.version) {
-            list.pop_back();
+        if let Some(same) = list.iter_mut().find(|a| a.version == app.version) {
+            // A rollback to a stored version, or a change in the same
+            // millisecond: one entry per version.
+            *same = app.clone();
+            return;
         }
         list.push_back(app.clone());
         while list.len() > self.max_versions {

@@ -713,7 +713,13 @@ impl Engine {
                 .failures
                 .get(&key)
                 .filter(|f| f.timestamp >= d.started_at);
-            if unhealthy.is_empty() && failure.is_none() {
+            let unready = new.iter().find_map(|t| {
+                t.readiness
+                    .as_ref()
+                    .filter(|r| r.checked && !r.ready)
+                    .and_then(|r| r.last_cause.clone())
+            });
+            if unhealthy.is_empty() && failure.is_none() && unready.is_none() {
                 continue;
             }
             let cause = unhealthy
@@ -722,6 +728,7 @@ impl Engine {
                 .filter_map(|h| h.last_failure.map(|at| (at, h.last_failure_cause.clone())))
                 .max_by_key(|(at, _)| *at)
                 .map(|(_, c)| c.unwrap_or_else(|| "health check failed".into()))
+                .or(unready)
                 .or_else(|| failure.map(|f| f.message.clone()));
             return Some(json!({
                 "step": d.current_step + 1,
@@ -844,6 +851,8 @@ impl Engine {
                     name,
                     ready: false,
                     last_response: None,
+                    checked: false,
+                    last_cause: None,
                     next_probe: now,
                 });
                 r.next_probe = now + interval;
@@ -868,6 +877,12 @@ impl Engine {
             .response
             .as_ref()
             .is_some_and(|resp| probe.ready_statuses.contains(&resp.status));
+        r.checked = true;
+        r.last_cause = match &outcome.response {
+            _ if r.ready => None,
+            Some(resp) => Some(format!("readiness check answered HTTP {}", resp.status)),
+            None => Some("readiness check got no answer".to_string()),
+        };
         if r.ready {
             tracing::info!(task = %outcome.task_id, "task ready");
         }

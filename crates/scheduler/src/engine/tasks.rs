@@ -39,6 +39,10 @@ pub struct Readiness {
     pub name: String,
     pub ready: bool,
     pub last_response: Option<ReadinessResponse>,
+    /// Whether a probe has answered (or failed) yet.
+    pub checked: bool,
+    /// Why the last probe was not ready (`HTTP 404`, `no answer`).
+    pub last_cause: Option<String>,
     /// When the next probe is due.
     pub next_probe: Instant,
 }
