@@ -8,6 +8,7 @@
 
 pub mod containerizer;
 pub mod error;
+pub mod health;
 mod http;
 mod link;
 pub mod resources;
