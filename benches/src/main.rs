@@ -4,9 +4,11 @@
 //!
 //! - `launch`: POST /v2/apps → TASK_RUNNING through a real `meseta up`.
 //! - `allocator`: the DRF allocator in-process.
+//! - `deploy`: one app of 1,000 instances and 100 apps of 10 through `meseta up`.
 //! - `kv`: the masters' replicated KV store (and etcd for comparison).
 
 mod allocator;
+mod deploy;
 mod kv;
 mod launch;
 
@@ -25,6 +27,8 @@ enum Command {
     Launch(launch::LaunchArgs),
     /// Full DRF allocation cycles over many agents and frameworks.
     Allocator(allocator::AllocatorArgs),
+    /// Time to deploy one app of many instances, and many apps.
+    Deploy(deploy::DeployArgs),
     /// Replicated KV writes/s, p99 and leader failover (meseta or `--etcd`).
     Kv(kv::KvArgs),
 }
@@ -35,6 +39,7 @@ fn main() {
         Command::Launch(args) => launch::run(args),
         Command::Allocator(args) => allocator::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Deploy(args) => deploy::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

@@ -7,7 +7,12 @@
 //! Layout, under `/meseta/frameworks/<framework name>/`:
 //! - `framework_id` → the framework id (UTF-8);
 //! - `apps/<app id>` → the app as Marathon renders it (JSON);
-//! - `deployments/<id>` → a deployment (JSON);
+//! - `app-versions/<app id>/<version>` → each kept version of an app;
+//! - `groups/<group id>` → a group created explicitly (its dependencies);
+//! - `group-versions/<version>` → a version of the root group (which
+//!   version of each app, and the explicit groups);
+//! - `deployments/<id>` → a deployment: steps, current step, each affected
+//!   app's previous definition (JSON);
 //! - `tasks/<task id>` → the task's launch facts (JSON), written before the
 //!   task is launched, deleted when it ends.
 //!

@@ -311,7 +311,7 @@ async fn kill(
         let checks = engine
             .app(&key)
             .is_some_and(|a| !a.health_checks.is_empty());
-        match engine.kill_tasks(&victims, scale, force, false) {
+        match engine.kill_tasks(&victims, scale, force) {
             Ok(k) => {
                 let resp = match (&k.scaled, task_id) {
                     (Some(o), _) => deployment_response(StatusCode::OK, &o.deployment_id, o.version),

@@ -89,10 +89,6 @@ fn get_group(shared: &Shared, id: &PathId, params: &[(String, String)]) -> Respo
     Json(group_json(&engine, id, &GroupEmbed::of(&embeds(params)))).into_response()
 }
 
-fn parse_group(body: &[u8]) -> Result<GroupUpdate, Response> {
-    parse_json::<GroupUpdate>(body).map_err(|e| model_error(ModelError::Parse(e)))
-}
-
 async fn change(
     shared: &Shared,
     base: &PathId,
@@ -100,9 +96,9 @@ async fn change(
     create: bool,
     params: &[(String, String)],
 ) -> Response {
-    let update = match parse_group(body) {
+    let update = match parse_json::<GroupUpdate>(body) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(e) => return model_error(ModelError::Parse(e)),
     };
     let force = flag(params, "force").unwrap_or(false);
     persisted(shared, |engine| {

@@ -71,7 +71,7 @@ pub(super) async fn delete(
         }
     };
     persisted(&shared, |engine| {
-        match engine.kill_tasks(&ids, scale, force, false) {
+        match engine.kill_tasks(&ids, scale, force) {
             Ok(k) => {
                 let resp = match &k.scaled {
                     Some(o) => deployment_response(StatusCode::OK, &o.deployment_id, o.version),

@@ -163,16 +163,12 @@ pub fn action_of(change: &Change<'_>) -> Option<ActionKind> {
         (None, None) => None,
         (Some(_), None) => Some(ActionKind::StopApplication),
         (None, Some(_)) => Some(ActionKind::StartApplication),
-        (Some(b), Some(a)) => {
-            if b.version == a.version && b.version_info == a.version_info && b == a {
-                return None;
-            }
-            match b.change_to(a) {
-                AppChange::None if b.version == a.version => None,
-                AppChange::None | AppChange::ScaleOnly => Some(ActionKind::ScaleApplication),
-                AppChange::Config => Some(ActionKind::RestartApplication),
-            }
-        }
+        (Some(b), Some(a)) if b == a => None,
+        (Some(b), Some(a)) => match b.change_to(a) {
+            // Only the version moved, or only the instances: a scale.
+            AppChange::None | AppChange::ScaleOnly => Some(ActionKind::ScaleApplication),
+            AppChange::Config => Some(ActionKind::RestartApplication),
+        },
     }
 }
 

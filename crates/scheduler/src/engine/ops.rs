@@ -192,19 +192,13 @@ impl Engine {
 
     /// Kill tasks (`DELETE /v2/apps/{id}/tasks…`, `POST /v2/tasks/delete`);
     /// with `scale`, each app's instances go down by as many. Unknown ids
-    /// are refused when `strict`.
+    /// are skipped.
     pub fn kill_tasks(
         &mut self,
         ids: &[String],
         scale: bool,
         force: bool,
-        strict: bool,
     ) -> Result<KillOutcome, EngineError> {
-        if strict {
-            if let Some(missing) = ids.iter().find(|id| !self.tasks.contains_key(*id)) {
-                return Err(EngineError::TaskNotFound(missing.clone()));
-            }
-        }
         let ids: Vec<String> = ids.to_vec();
         self.atomic(|e| {
             let mut killed = Vec::new();
