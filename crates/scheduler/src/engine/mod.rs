@@ -401,6 +401,14 @@ impl Engine {
                 .or_default()
                 .push_back(v);
         }
+        // State written before versions were kept: the current definition
+        // is the first version.
+        for app in self.state.apps.values() {
+            let list = self.state.versions.entry(app.id.to_string()).or_default();
+            if !list.iter().any(|v| v.version == app.version) {
+                list.push_back(app.clone());
+            }
+        }
         self.state.groups = d.groups.into_iter().collect();
         let mut history = d.group_history;
         history.sort_by_key(|s| s.version);
