@@ -196,7 +196,7 @@ fn the_queue_says_why_an_app_waits() {
         let entry = wait_for("the queue to count UnfulfilledConstraint", || {
             let q = c
                 .marathon()
-                .get_json("/v2/queue")
+                .get_json("/v2/queue?embed=lastUnusedOffers")
                 .map_err(|e| e.to_string())?;
             let entry = q["queue"]
                 .as_array()

@@ -444,10 +444,17 @@ fn a_deployment_that_never_gets_healthy_says_why_and_rolls_back() {
     e.status(status(&good, pb::TaskState::TaskRunning));
     e.status(health(&good, true, ""));
     assert!(e.deployments().is_empty());
+    let mut rx = e.flush_and_subscribe();
     let d = put(&mut e, "/s", r#"{"cmd": "bad"}"#).expect("upgrade");
     let bad = launch_all(&mut e, "o2").remove(0);
     e.status(status(&bad, pb::TaskState::TaskRunning));
     e.status(health(&bad, false, "HTTP 503 Service Unavailable"));
+    let ev = events(&mut e, &mut rx);
+    assert!(
+        ev.iter().any(|v| v["eventType"] == "deployment_info"
+            && v["stuck"]["lastFailureCause"] == "HTTP 503 Service Unavailable"),
+        "the stuck deployment is announced: {ev:?}"
+    );
     let dep = e
         .deployments()
         .iter()

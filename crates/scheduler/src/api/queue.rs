@@ -3,17 +3,22 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{engine_error, message, persisted};
+use super::{embeds, engine_error, message, persisted};
 use crate::model::{marathon_timestamp, now_millis, render_app, PathId};
 use crate::Shared;
 
-pub(super) async fn list(State(shared): State<Arc<Shared>>) -> Json<Value> {
+/// `GET /v2/queue[?embed=lastUnusedOffers]`.
+pub(super) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Json<Value> {
+    let with_offers = embeds(&params).contains("lastUnusedOffers");
     let engine = shared.engine();
     let now = Instant::now();
     let queue: Vec<Value> = engine
@@ -40,7 +45,10 @@ pub(super) async fn list(State(shared): State<Arc<Shared>>) -> Json<Value> {
                     "rejectSummaryLastOffers": [], "rejectSummaryLaunchAttempt": [],
                 })),
             });
-            entry["lastUnusedOffers"] = stats.map(|s| s.last_unused_json()).unwrap_or_else(|| json!([]));
+            if with_offers {
+                entry["lastUnusedOffers"] =
+                    stats.map(|s| s.last_unused_json()).unwrap_or_else(|| json!([]));
+            }
             Some(entry)
         })
         .collect();

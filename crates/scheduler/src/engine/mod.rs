@@ -102,6 +102,8 @@ pub struct Engine {
     outbox: Vec<Value>,
     /// Per app waiting for offers: what the offers it saw lacked.
     stats: HashMap<String, LaunchStats>,
+    /// Per deployment, the `stuck` reason last announced on `/v2/events`.
+    stuck_announced: HashMap<String, Value>,
     /// Whether offers are suppressed at the master.
     suppressed: bool,
     /// Outstanding offers are void after a disconnection.
@@ -191,6 +193,7 @@ impl Engine {
             events,
             outbox: Vec::new(),
             stats: HashMap::new(),
+            stuck_announced: HashMap::new(),
             suppressed: false,
             connected: false,
         }

@@ -2,7 +2,7 @@
 //! kills under its upgrade strategy and health policy), offers, status
 //! updates, health results, readiness checks, deployment progress.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -247,7 +247,40 @@ impl Engine {
             actions.push(Action::Revive);
         }
         self.advance_deployments();
+        self.announce_stuck();
         actions
+    }
+
+    /// Publish a `deployment_info` event (with `stuck`) when a deployment
+    /// becomes stuck or its reason changes.
+    fn announce_stuck(&mut self) {
+        let mut now_stuck = HashMap::new();
+        for d in &self.state.deployments {
+            if let Some(s) = self.stuck(d) {
+                now_stuck.insert(d.id.clone(), (s, d.clone()));
+            }
+        }
+        self.stuck_announced
+            .retain(|id, _| now_stuck.contains_key(id));
+        for (id, (reason, d)) in now_stuck {
+            let same = self.stuck_announced.get(&id).is_some_and(|r| {
+                r["lastFailureCause"] == reason["lastFailureCause"]
+                    && r["tasksHealthy"] == reason["tasksHealthy"]
+            });
+            if same {
+                continue;
+            }
+            tracing::warn!(deployment = %id, reason = %reason, "deployment stuck");
+            let plan = self.plan_json(&d);
+            self.emit(json!({
+                "eventType": "deployment_info",
+                "timestamp": marathon_timestamp(now_millis()),
+                "plan": plan,
+                "currentStep": d.current_step_json(),
+                "stuck": reason,
+            }));
+            self.stuck_announced.insert(id, reason);
+        }
     }
 
     /// Send a kill for a task (once; retried by [`Engine::tick`]).
@@ -608,6 +641,7 @@ impl Engine {
             actions.extend(self.converge());
         } else {
             self.advance_deployments();
+            self.announce_stuck();
         }
         actions
     }
