@@ -95,6 +95,8 @@ pub struct Checkpoint {
 pub struct Engine {
     state: State,
     tasks: HashMap<String, MarathonTask>,
+    /// Task ids per app id (kept with `tasks` by `add_task`/`remove_task`).
+    by_app: HashMap<String, BTreeSet<String>>,
     framework_id: Option<String>,
     role: String,
     max_versions: usize,
@@ -187,6 +189,7 @@ impl Engine {
         Engine {
             state: State::default(),
             tasks: HashMap::new(),
+            by_app: HashMap::new(),
             framework_id: None,
             role: role.to_string(),
             max_versions: max_versions.max(1),
@@ -223,10 +226,39 @@ impl Engine {
         self.tasks.get(id)
     }
 
+    fn add_task(&mut self, t: MarathonTask) {
+        self.by_app
+            .entry(t.app_id.clone())
+            .or_default()
+            .insert(t.id.clone());
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    fn remove_task(&mut self, id: &str) -> Option<MarathonTask> {
+        let t = self.tasks.remove(id)?;
+        if let Some(ids) = self.by_app.get_mut(&t.app_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_app.remove(&t.app_id);
+            }
+        }
+        Some(t)
+    }
+
+    /// Ids of the apps that have tasks.
+    fn apps_with_tasks(&self) -> impl Iterator<Item = &String> {
+        self.by_app.keys()
+    }
+
     /// Tasks of an app, oldest first.
     pub fn app_tasks(&self, app_id: &str) -> Vec<&MarathonTask> {
-        let mut v: Vec<&MarathonTask> =
-            self.tasks.values().filter(|t| t.app_id == app_id).collect();
+        let mut v: Vec<&MarathonTask> = self
+            .by_app
+            .get(app_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+            .collect();
         v.sort_by(|a, b| a.staged_at.cmp(&b.staged_at).then(a.id.cmp(&b.id)));
         v
     }
@@ -420,7 +452,7 @@ impl Engine {
         self.state.deployments.sort_by_key(|d| d.started_at);
         for t in d.tasks {
             let t = t.into_task();
-            self.tasks.insert(t.id.clone(), t);
+            self.add_task(t);
         }
     }
 
@@ -428,7 +460,7 @@ impl Engine {
     /// stored; the offer was declined).
     pub fn forget_tasks(&mut self, ids: &[String]) {
         for id in ids {
-            self.tasks.remove(id);
+            self.remove_task(id);
         }
     }
 }

@@ -202,7 +202,7 @@ impl Engine {
             .apps
             .keys()
             .cloned()
-            .chain(self.tasks.values().map(|t| t.app_id.clone()))
+            .chain(self.apps_with_tasks().cloned())
             .collect();
         for id in &ids {
             let kills = self.needs(id).kill;
@@ -389,7 +389,7 @@ impl Engine {
                     };
                     tracing::debug!(task = %task_id, app = %app_id, host = %offer.hostname, "launching task");
                     placed.push((task.host.clone(), task.attributes.clone()));
-                    self.tasks.insert(task_id, task);
+                    self.add_task(task);
                     launched.push(info);
                     if !used {
                         used = true;
@@ -555,7 +555,7 @@ impl Engine {
     }
 
     fn task_ended(&mut self, task_id: &str, state: TaskState, message: &str) {
-        let Some(task) = self.tasks.remove(task_id) else {
+        let Some(task) = self.remove_task(task_id) else {
             return;
         };
         let expected = task.kill_sent.is_some();
