@@ -459,3 +459,56 @@ fn a_scheduler_with_no_master_answers() -> Result<()> {
     }
     Ok(())
 }
+
+/// The Python `marathon` client (which refuses unknown keys) reads apps,
+/// tasks, deployments, the queue, groups and versions.
+#[test]
+fn the_python_client_reads_what_we_serve() {
+    let has_client = Command::new("python3")
+        .args(["-c", "import marathon"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_client {
+        if meseta_tests::in_ci() {
+            panic!("the Python marathon client is not installed (pip install marathon)");
+        }
+        println!("skipping: `import marathon` fails (pip install marathon)");
+        return;
+    }
+    with_cluster(ClusterOptions::default(), |c| {
+        c.create_app(&sleeper("/py/one", 1))?;
+        let mut waiting = sleeper("/py/waiting", 1);
+        waiting["constraints"] = json!([["hostname", "CLUSTER", "no-such-host"]]);
+        c.create_app(&waiting)?;
+        c.wait_running("/py/one", 1)?;
+        let script = format!(
+            r#"
+from marathon import MarathonClient
+c = MarathonClient('{base}')
+apps = c.list_apps(embed_tasks=True, embed_counts=True, embed_deployments=True, embed_last_task_failure=True)
+assert sorted(a.id for a in apps) == ['/py/one', '/py/waiting'], apps
+one = c.get_app('/py/one')
+assert one.tasks_running == 1, one
+assert len(c.list_tasks('/py/one')) == 1
+deployments = c.list_deployments()
+assert any('/py/waiting' in d.affected_apps for d in deployments), deployments
+queue = c.list_queue(embed_last_unused_offers=True)
+assert any(q.app.id == '/py/waiting' for q in queue), queue
+groups = c.list_groups()
+root = c.get_group('/py')
+assert sorted(a.id for a in root.apps) == ['/py/one', '/py/waiting'], root
+assert c.list_versions('/py/one')
+print('ok')
+"#,
+            base = c.marathon().base()
+        );
+        let out = Command::new("python3").args(["-c", &script]).output()?;
+        ensure!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+            "the Python client failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    });
+}
