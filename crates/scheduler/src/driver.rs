@@ -15,6 +15,10 @@ pub(crate) struct Driver {
     pub(crate) actions: UnboundedReceiver<Vec<Action>>,
 }
 
+/// At most this many more master events are handled before the calls
+/// they decided are made.
+const EVENT_BATCH: usize = 255;
+
 /// The most of a readiness answer's body kept (`lastResponse.body`).
 const READINESS_BODY_LIMIT: usize = 4096;
 
@@ -37,7 +41,18 @@ impl Driver {
                     None => Vec::new(),
                 },
                 ev = self.sdk_events.recv() => match ev {
-                    Some(ev) => handle_event(&shared, ev).await,
+                    Some(ev) => {
+                        // Take what else is waiting too (status updates come
+                        // in bursts): one round of calls for all of them.
+                        let mut actions = handle_event(&shared, ev).await;
+                        for _ in 0..EVENT_BATCH {
+                            match self.sdk_events.try_recv() {
+                                Ok(ev) => actions.extend(handle_event(&shared, ev).await),
+                                Err(_) => break,
+                            }
+                        }
+                        actions
+                    }
                     None => return,
                 },
                 acts = self.actions.recv() => match acts {
@@ -68,15 +83,23 @@ impl Driver {
 /// Every this many ticks, tasks not known to run are reconciled again.
 const UNCONFIRMED_RECONCILE_TICKS: u64 = 3;
 
+/// A task not running that has heard nothing for this long is reconciled.
+const UNCONFIRMED_AFTER: Duration = Duration::from_secs(10);
+
 /// Ask the master again about tasks this scheduler has no running status
-/// for (tasks loaded from the store after a restart, whose agent had not
-/// re-registered with the master when the scheduler subscribed; tasks whose
-/// launch is still staging).
+/// for and no news of lately (tasks loaded from the store after a restart,
+/// whose agent had not re-registered with the master when the scheduler
+/// subscribed; launches that went quiet). Launches in progress are left
+/// alone: reconciling a thousand staging tasks would double their updates.
 async fn reconcile_unconfirmed(shared: &Shared) {
     let unconfirmed: Vec<(String, Option<String>)> = shared
         .engine()
         .tasks()
         .filter(|t| t.kill_sent.is_none() && t.state != meseta_proto::v1::TaskState::TaskRunning)
+        .filter(|t| {
+            t.last_update
+                .is_none_or(|at| at.elapsed() > UNCONFIRMED_AFTER)
+        })
         .map(|t| (t.id.clone(), Some(t.agent_id.clone())))
         .collect();
     if unconfirmed.is_empty() {
@@ -175,42 +198,57 @@ async fn handle_event(shared: &Shared, ev: SchedulerEvent) -> Vec<Action> {
 
 async fn execute(shared: &Shared, actions: Vec<Action>) {
     let client = &shared.client;
-    for action in actions {
-        let result = match &action {
-            Action::Accept {
-                offer_id,
-                tasks,
-                refuse_seconds,
-            } => {
-                client
-                    .accept(
-                        std::slice::from_ref(offer_id),
-                        tasks.clone(),
-                        *refuse_seconds,
-                    )
-                    .await
+    // Acknowledgements are independent of each other and of the rest: send
+    // them together, not one round trip after another.
+    let (acks, actions): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Acknowledge(_)));
+    let acks = futures::future::join_all(acks.into_iter().map(|a| async move {
+        if let Action::Acknowledge(status) = &a {
+            if let Err(e) = client.acknowledge(status).await {
+                tracing::debug!(error = %e, "acknowledgement failed");
             }
-            Action::Decline {
-                offer_id,
-                refuse_seconds,
-            } => {
-                client
-                    .decline(std::slice::from_ref(offer_id), *refuse_seconds)
-                    .await
-            }
-            Action::Kill {
-                task_id,
-                agent_id,
-                grace_seconds,
-            } => client.kill(task_id, Some(agent_id), *grace_seconds).await,
-            Action::Revive => client.revive().await,
-            Action::Suppress => client.suppress().await,
-            Action::Acknowledge(status) => client.acknowledge(status).await,
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, ?action, "call to the master failed");
         }
-    }
+    }));
+    let rest = async {
+        for action in actions {
+            let result = match &action {
+                Action::Accept {
+                    offer_id,
+                    tasks,
+                    refuse_seconds,
+                } => {
+                    client
+                        .accept(
+                            std::slice::from_ref(offer_id),
+                            tasks.clone(),
+                            *refuse_seconds,
+                        )
+                        .await
+                }
+                Action::Decline {
+                    offer_id,
+                    refuse_seconds,
+                } => {
+                    client
+                        .decline(std::slice::from_ref(offer_id), *refuse_seconds)
+                        .await
+                }
+                Action::Kill {
+                    task_id,
+                    agent_id,
+                    grace_seconds,
+                } => client.kill(task_id, Some(agent_id), *grace_seconds).await,
+                Action::Revive => client.revive().await,
+                Action::Suppress => client.suppress().await,
+                Action::Acknowledge(status) => client.acknowledge(status).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, ?action, "call to the master failed");
+            }
+        }
+    };
+    futures::future::join(acks, rest).await;
 }
 
 /// One readiness check: `GET` the task's URL; the answer (or None) goes

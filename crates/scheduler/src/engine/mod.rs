@@ -176,6 +176,7 @@ impl StoredTask {
             health: None,
             readiness: None,
             doomed: None,
+            last_update: None,
             kill_sent: None,
             grace_seconds: self.grace_seconds,
         }

@@ -384,6 +384,7 @@ impl Engine {
                         health: None,
                         readiness: None,
                         doomed: None,
+                        last_update: Some(Instant::now()),
                         kill_sent: None,
                         grace_seconds: app.task_kill_grace_period_seconds.map(f64::from),
                     };
@@ -463,6 +464,7 @@ impl Engine {
             task.started_at = Some(now);
         }
         let changed = task.state != state;
+        task.last_update = Some(Instant::now());
         task.state = state;
         if let Some(a) = status.agent_id.as_ref().filter(|a| !a.value.is_empty()) {
             task.agent_id = a.value.clone();

@@ -71,6 +71,9 @@ pub struct MarathonTask {
     /// Since when the task failed `maxConsecutiveFailures` health checks in a
     /// row: it is replaced, then killed.
     pub doomed: Option<Instant>,
+    /// When the last status update arrived (or the launch was sent); None
+    /// for a task loaded from the store and not heard of since.
+    pub last_update: Option<Instant>,
     /// When a kill was last sent; None while the task should run.
     pub kill_sent: Option<Instant>,
     pub grace_seconds: Option<f64>,
