@@ -27,10 +27,7 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks = 0u64;
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = readiness_client();
         loop {
             let actions = tokio::select! {
                 r = ready_rx.recv() => match r {
@@ -251,9 +248,20 @@ async fn execute(shared: &Shared, actions: Vec<Action>) {
     futures::future::join(acks, rest).await;
 }
 
+/// The client readiness checks use: no redirects followed, and HTTPS
+/// without certificate verification (tasks serve self-signed
+/// certificates; the check is about the task answering).
+pub(crate) fn readiness_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap_or_default()
+}
+
 /// One readiness check: `GET` the task's URL; the answer (or None) goes
 /// back to the driver loop.
-async fn run_probe(
+pub(crate) async fn run_probe(
     http: reqwest::Client,
     probe: ReadinessProbe,
     results: tokio::sync::mpsc::UnboundedSender<(ReadinessProbe, ReadinessOutcome)>,
@@ -290,4 +298,70 @@ async fn run_probe(
         response,
     };
     let _ = results.send((probe, outcome));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTPS server with a self-signed certificate answering `code`.
+    async fn https_server(code: u16) -> u16 {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+        let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(s).await {
+                        let mut buf = [0u8; 2048];
+                        let _ = tls.read(&mut buf).await;
+                        let answer = format!(
+                            "HTTP/1.1 {code} X\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        );
+                        let _ = tls.write_all(answer.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_readiness_checks_accept_self_signed_certificates() {
+        let port = https_server(200).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let probe = ReadinessProbe {
+            task_id: "t".into(),
+            url: format!("https://127.0.0.1:{port}/ready"),
+            timeout: Duration::from_secs(5),
+            ready_statuses: vec![200],
+        };
+        run_probe(readiness_client(), probe, tx).await;
+        let (_, outcome) = rx.recv().await.expect("a result");
+        let response = outcome.response.expect("an answer");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.body, "ok");
+        assert_eq!(response.content_type, "text/plain");
+    }
 }
