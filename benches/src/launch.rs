@@ -40,7 +40,7 @@ pub struct LaunchArgs {
     pub isolation: Option<String>,
 }
 
-fn default_binary() -> PathBuf {
+pub(crate) fn default_binary() -> PathBuf {
     let release = meseta_tests::binary::target_dir()
         .join("release")
         .join("meseta");

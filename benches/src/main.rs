@@ -4,6 +4,7 @@
 //!
 //! - `launch`: POST /v2/apps → TASK_RUNNING through a real `meseta up`.
 //! - `allocator`: the DRF allocator in-process.
+//! - `deploy`: one app of 1,000 instances and 100 apps of 10 through `meseta up`.
 //! - `kv`: the masters' replicated KV store (and etcd for comparison).
 //! - `recover`: an agent restart re-attaching to its running tasks.
 //! - `api`: offers → ACCEPT → TASK_RUNNING over gRPC and over Mesos' v1
@@ -11,6 +12,7 @@
 
 mod allocator;
 mod api;
+mod deploy;
 mod kv;
 mod launch;
 mod recover;
@@ -30,6 +32,8 @@ enum Command {
     Launch(launch::LaunchArgs),
     /// Full DRF allocation cycles over many agents and frameworks.
     Allocator(allocator::AllocatorArgs),
+    /// Time to deploy one app of many instances, and many apps.
+    Deploy(deploy::DeployArgs),
     /// Replicated KV writes/s, p99 and leader failover (meseta or `--etcd`).
     Kv(kv::KvArgs),
     /// Time for a restarted agent to re-attach to its tasks.
@@ -46,6 +50,7 @@ fn main() {
         Command::Kv(args) => kv::run(args),
         Command::Recover(args) => recover::run(args),
         Command::Api(args) => api::run(args),
+        Command::Deploy(args) => deploy::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

@@ -17,6 +17,7 @@ mod checkpoint;
 pub mod containerizer;
 pub mod error;
 mod files;
+pub mod health;
 mod http;
 mod link;
 pub mod resources;
@@ -167,6 +168,11 @@ pub(crate) struct Agent {
     pub(crate) images: containerizer::image::ImageStore,
     /// The containerizers this agent runs, by Mesos' names.
     pub(crate) containerizer_names: Vec<&'static str>,
+    /// The Docker containerizer (also inside `containerizer`), for COMMAND
+    /// health checks of Docker tasks.
+    pub(crate) docker: Option<containerizer::DockerContainerizer>,
+    /// The running health checks, by task id.
+    pub(crate) health: Mutex<HashMap<String, health::Checker>>,
 }
 
 impl Agent {
@@ -310,14 +316,15 @@ impl BoundAgent {
         let mut containerizer_names = vec!["mesos"];
         let docker_containerizer = docker.clone().map(|d| {
             containerizer_names.push("docker");
-            Arc::new(containerizer::DockerContainerizer::new(
-                d,
-                &agent_cgroup(&config.work_dir),
-            )) as Arc<dyn Containerizer>
+            containerizer::DockerContainerizer::new(d, &agent_cgroup(&config.work_dir))
         });
-        let containerizer: Arc<dyn Containerizer> = Arc::new(
-            containerizer::ComposingContainerizer::new(native, docker_containerizer),
-        );
+        let containerizer: Arc<dyn Containerizer> =
+            Arc::new(containerizer::ComposingContainerizer::new(
+                native,
+                docker_containerizer
+                    .clone()
+                    .map(|d| Arc::new(d) as Arc<dyn Containerizer>),
+            ));
         let images = containerizer::image::ImageStore::new(config.work_dir.join("images"), docker);
         let listener =
             TcpListener::bind(config.listen)
@@ -359,6 +366,8 @@ impl BoundAgent {
             containers_cgroup: cgroups_root,
             images,
             containerizer_names,
+            docker: docker_containerizer,
+            health: Mutex::new(HashMap::new()),
             config,
         });
         tasks::recover(&agent, recovered).await;
@@ -450,6 +459,8 @@ pub(crate) mod test_support {
             containerizer: Arc::new(fake),
             images: containerizer::image::ImageStore::new(dir.join("images"), None),
             containerizer_names: vec!["mesos"],
+            docker: None,
+            health: Mutex::new(HashMap::new()),
             agent_id: Mutex::new(Some("agent-test".into())),
             tasks: Mutex::new(TaskTable::default()),
             frameworks: Mutex::new(HashMap::new()),

@@ -48,6 +48,9 @@ pub(crate) struct TaskRecord {
     /// The user it runs as (None: the agent's).
     pub user: Option<String>,
     pub latest: Option<pb::TaskStatus>,
+    /// The task's environment, for COMMAND health checks (not
+    /// checkpointed: rebuilt at recovery).
+    pub env: Vec<(String, String)>,
 }
 
 impl TaskRecord {
@@ -122,6 +125,18 @@ fn now_secs() -> f64 {
 /// hands the update to the status update manager, which flushes the
 /// checkpoint before sending it.
 async fn update(agent: &Agent, task_id: &str, state: TaskState, reason: Reason, message: String) {
+    record_update(agent, task_id, state, reason, message, None).await
+}
+
+/// [`update`], carrying a health check result.
+async fn record_update(
+    agent: &Agent,
+    task_id: &str,
+    state: TaskState,
+    reason: Reason,
+    message: String,
+    healthy: Option<bool>,
+) {
     let agent_id = agent.agent_id().unwrap_or_default();
     let (framework_id, status) = {
         let mut table = agent.tasks();
@@ -140,6 +155,7 @@ async fn update(agent: &Agent, task_id: &str, state: TaskState, reason: Reason, 
             timestamp: now_secs(),
             uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
             pid: task.pid,
+            healthy,
             ..Default::default()
         };
         task.state = state;
@@ -471,6 +487,7 @@ pub(crate) fn launch(agent: Arc<Agent>, framework: Option<pb::FrameworkInfo>, ta
                     .ok()
                     .and_then(|u| u.as_ref().map(|u| u.name.clone())),
                 latest: None,
+                env: Vec::new(),
             },
         );
     }
@@ -616,18 +633,22 @@ async fn start(
     } else {
         (None, None, Placement::Host)
     };
+    let env = environment(
+        agent,
+        framework_id,
+        task,
+        sandbox,
+        task_user.as_ref(),
+        &placement,
+    );
+    if let Some(t) = agent.tasks().tasks.get_mut(task_id) {
+        t.env = env.clone();
+    }
     let spec = LaunchSpec {
         container_id: container_id.to_string(),
         task_id: task_id.to_string(),
         command,
-        env: environment(
-            agent,
-            framework_id,
-            task,
-            sandbox,
-            task_user.as_ref(),
-            &placement,
-        ),
+        env,
         sandbox: sandbox.to_path_buf(),
         cpus: resources.scalar("cpus"),
         mem_mb: resources.scalar("mem"),
@@ -683,6 +704,8 @@ async fn running(agent: &Arc<Agent>, task_id: &str, container_id: &str, launched
         // A kill arrived while the container was starting (or before the
         // agent restarted).
         let _ = agent.containerizer.kill(container_id, grace).await;
+    } else if launched.pid != 0 {
+        start_health(agent, task_id, container_id, launched.pid);
     }
     let agent = agent.clone();
     let (task_id, container_id) = (task_id.to_string(), container_id.to_string());
@@ -698,6 +721,7 @@ async fn running(agent: &Arc<Agent>, task_id: &str, container_id: &str, launched
 }
 
 async fn finish(agent: &Arc<Agent>, task_id: &str, container_id: &str, t: Termination) {
+    stop_health(agent, task_id);
     let killing = agent.tasks().tasks.get(task_id).is_some_and(|r| r.killing);
     let (state, reason) = if t.oom_killed {
         (TaskState::TaskFailed, Reason::ContainerLimitationMemory)
@@ -713,6 +737,126 @@ async fn finish(agent: &Arc<Agent>, task_id: &str, container_id: &str, t: Termin
     if let Err(e) = agent.containerizer.destroy(container_id).await {
         tracing::warn!(task = %task_id, error = %e, "could not clean up the container");
     }
+}
+
+/// Starts the task's health check, if it has one: network probes go to the
+/// task's ports on this host; COMMAND checks run inside the task's container
+/// (its namespaces and cgroups, or `docker exec`).
+fn start_health(agent: &Arc<Agent>, task_id: &str, container_id: &str, pid: u32) {
+    let Some(record) = agent.tasks().tasks.get(task_id).cloned() else {
+        return;
+    };
+    let Some(check) = record.info.health_check.as_ref() else {
+        return;
+    };
+    let spec = match crate::health::HealthSpec::from_proto(check) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::warn!(task = %task_id, error = %e, "the task's health check cannot run");
+            return;
+        }
+    };
+    let in_container = is_docker(&record.info) || native_image(&record.info).is_some();
+    let env = if record.env.is_empty() {
+        let placement = if in_container {
+            Placement::Container {
+                image_env: Vec::new(),
+            }
+        } else {
+            Placement::Host
+        };
+        environment(
+            agent,
+            &record.framework_id,
+            &record.info,
+            &record.sandbox,
+            None,
+            &placement,
+        )
+    } else {
+        record.env.clone()
+    };
+    let runner: Box<dyn crate::health::CommandRunner> = if is_docker(&record.info) {
+        match &agent.docker {
+            Some(docker) => Box::new(docker.exec_runner(container_id, env)),
+            None => return,
+        }
+    } else if agent.containerizer.name() == "linux" {
+        let cgroups = agent
+            .containerizer
+            .containers()
+            .into_iter()
+            .find(|c| c.container_id == container_id)
+            .map(|c| c.cgroups)
+            .unwrap_or_default();
+        let user = record
+            .user
+            .as_deref()
+            .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+        Box::new(crate::health::NamespaceRunner {
+            pid,
+            cgroup_procs: cgroups.iter().map(|d| d.join("cgroup.procs")).collect(),
+            workdir: if in_container {
+                PathBuf::from(CONTAINER_SANDBOX)
+            } else {
+                record.sandbox.clone()
+            },
+            env,
+            user,
+        })
+    } else {
+        Box::new(crate::health::ShellRunner {
+            sandbox: record.sandbox.clone(),
+            env,
+        })
+    };
+    let target = crate::health::Target {
+        host: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    };
+    let (reporting, id) = (agent.clone(), task_id.to_string());
+    let checker = crate::health::Checker::spawn(spec, target, runner, move |result| {
+        let (agent, id) = (reporting.clone(), id.clone());
+        tokio::spawn(async move { health_update(&agent, &id, result).await });
+    });
+    tracing::debug!(task = %task_id, "health check started");
+    agent
+        .health
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(task_id.to_string(), checker);
+}
+
+fn stop_health(agent: &Agent, task_id: &str) {
+    agent
+        .health
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(task_id);
+}
+
+/// A health check result becomes a status update in the task's current
+/// state, with `healthy` set (Mesos' REASON_TASK_HEALTH_CHECK_STATUS_UPDATED).
+async fn health_update(agent: &Arc<Agent>, task_id: &str, result: crate::health::HealthResult) {
+    let state = {
+        let table = agent.tasks();
+        match table.tasks.get(task_id) {
+            Some(t) if !t.state.is_terminal() && !t.killing => t.state,
+            _ => return,
+        }
+    };
+    if !result.healthy {
+        tracing::info!(task = %task_id, failures = result.consecutive_failures, cause = ?result.cause, "health check failed");
+    }
+    record_update(
+        agent,
+        task_id,
+        state,
+        Reason::TaskHealthCheckStatusUpdated,
+        result.cause.unwrap_or_default(),
+        Some(result.healthy),
+    )
+    .await;
 }
 
 fn kill_grace(task: &pb::TaskInfo, policy: Option<pb::KillPolicy>) -> Duration {
@@ -752,6 +896,7 @@ pub(crate) fn kill(agent: Arc<Agent>, task_id: &str, policy: Option<pb::KillPoli
             if !first {
                 tracing::debug!(task = %task_id, "kill requested again");
             }
+            stop_health(&agent, task_id);
             if started {
                 tracing::info!(task = %task_id, grace_secs = grace.as_secs_f64(), "killing task");
                 tokio::spawn(async move {
@@ -902,6 +1047,7 @@ pub(crate) async fn recover(agent: &Arc<Agent>, recovered: Recovered) {
             killing: cp.killing,
             user: Some(cp.user.clone()).filter(|u| !u.is_empty()),
             latest: task.updates.last().map(|(_, s)| s.clone()),
+            env: Vec::new(),
         };
         let task_id = record.task_id();
         if agent.config.recover == RecoverMode::Reconnect {

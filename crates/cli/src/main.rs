@@ -206,6 +206,9 @@ struct SchedulerArgs {
     /// running the scheduler).
     #[arg(long)]
     mesos_user: Option<String>,
+    /// Versions kept per app and of the root group (Marathon's --max_versions).
+    #[arg(long, default_value_t = meseta_scheduler::engine::DEFAULT_MAX_VERSIONS)]
+    max_versions: usize,
 }
 
 fn main() {
@@ -363,6 +366,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(user) = a.mesos_user {
                 config.mesos_user = user;
             }
+            config.max_versions = a.max_versions;
             let scheduler = BoundScheduler::bind(config)
                 .await
                 .context("starting the scheduler")?;

@@ -76,8 +76,13 @@ impl Election {
     }
 
     /// Campaign until this scheduler holds the lease; `standby(leader)` is
-    /// called with the current leader's address whenever another one holds it.
-    pub async fn campaign(&self, mut standby: impl FnMut(&str)) -> Term {
+    /// called with the current leader's address whenever another one holds
+    /// it, `unreachable(why)` whenever no master answers.
+    pub async fn campaign(
+        &self,
+        mut standby: impl FnMut(&str),
+        mut unreachable: impl FnMut(&str),
+    ) -> Term {
         let mut last_error: Option<String> = None;
         loop {
             match self.try_once().await {
@@ -93,6 +98,7 @@ impl Election {
                 }
                 Err(e) => {
                     let e = e.to_string();
+                    unreachable(&e);
                     if last_error.as_ref() != Some(&e) {
                         tracing::warn!(error = %e, "cannot campaign for leadership yet; retrying");
                     }

@@ -5,7 +5,10 @@
 use meseta_core::{Resource, Resources};
 use meseta_proto::v1 as pb;
 
-use crate::model::{marathon_timestamp, AppDefinition, ConstraintOperator, EnvVarValue};
+use crate::model::{
+    marathon_timestamp, AppDefinition, ConstraintOperator, EnvVarValue, HealthCheck,
+    HealthCheckProtocol,
+};
 
 /// Where an app's tasks already run, for constraint checks: (hostname,
 /// attributes as text) per active task.
@@ -133,6 +136,91 @@ fn usable(app: &AppDefinition, available: &Resources) -> Resources {
             .collect()
     };
     available.filter_roles(&roles)
+}
+
+/// Why an offer could not take a task of an app (Marathon's
+/// `NoOfferMatchReason` names, in its order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NoOfferMatchReason {
+    UnfulfilledRole,
+    UnfulfilledConstraint,
+    NoCorrespondingReservationFound,
+    AgentMaintenance,
+    InsufficientCpus,
+    InsufficientMemory,
+    InsufficientDisk,
+    InsufficientGpus,
+    InsufficientPorts,
+    DeclinedScarceResources,
+}
+
+impl NoOfferMatchReason {
+    /// Every reason, in Marathon's order.
+    pub const ALL: [NoOfferMatchReason; 10] = [
+        Self::UnfulfilledRole,
+        Self::UnfulfilledConstraint,
+        Self::NoCorrespondingReservationFound,
+        Self::AgentMaintenance,
+        Self::InsufficientCpus,
+        Self::InsufficientMemory,
+        Self::InsufficientDisk,
+        Self::InsufficientGpus,
+        Self::InsufficientPorts,
+        Self::DeclinedScarceResources,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnfulfilledRole => "UnfulfilledRole",
+            Self::UnfulfilledConstraint => "UnfulfilledConstraint",
+            Self::NoCorrespondingReservationFound => "NoCorrespondingReservationFound",
+            Self::AgentMaintenance => "AgentMaintenance",
+            Self::InsufficientCpus => "InsufficientCpus",
+            Self::InsufficientMemory => "InsufficientMemory",
+            Self::InsufficientDisk => "InsufficientDisk",
+            Self::InsufficientGpus => "InsufficientGpus",
+            Self::InsufficientPorts => "InsufficientPorts",
+            Self::DeclinedScarceResources => "DeclinedScarceResources",
+        }
+    }
+}
+
+/// Why one more task of `app` does not fit this offer (what is left of it
+/// in `available`): every reason that applies, in Marathon's order. Empty
+/// when it fits.
+pub fn mismatch(
+    app: &AppDefinition,
+    offer: &pb::Offer,
+    available: &Resources,
+    placed: &Placements,
+    framework_role: &str,
+) -> Vec<NoOfferMatchReason> {
+    let mut reasons = Vec::new();
+    let pool = usable(app, available);
+    if pool.is_empty() && !available.is_empty() {
+        reasons.push(NoOfferMatchReason::UnfulfilledRole);
+    }
+    if !constraints_allow(app, offer, placed) {
+        reasons.push(NoOfferMatchReason::UnfulfilledConstraint);
+    }
+    for (name, amount, reason) in [
+        ("cpus", app.cpus, NoOfferMatchReason::InsufficientCpus),
+        ("mem", app.mem, NoOfferMatchReason::InsufficientMemory),
+        ("disk", app.disk, NoOfferMatchReason::InsufficientDisk),
+        (
+            "gpus",
+            app.gpus as f64,
+            NoOfferMatchReason::InsufficientGpus,
+        ),
+    ] {
+        if amount > 0.0 && pool.scalar(name) + 1e-9 < amount {
+            reasons.push(reason);
+        }
+    }
+    if reasons.is_empty() && fit(app, available, framework_role).is_none() {
+        reasons.push(NoOfferMatchReason::InsufficientPorts);
+    }
+    reasons
 }
 
 /// Whether one task of `app` fits into `available`; what it takes if so.
@@ -409,7 +497,10 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
             user: app.user.clone().unwrap_or_default(),
         }),
         container,
-        health_check: None,
+        health_check: app
+            .health_checks
+            .first()
+            .map(|hc| health_check_info(app, hc, &fit.host_ports)),
         kill_policy: app.task_kill_grace_period_seconds.map(|s| pb::KillPolicy {
             grace_period_seconds: s as f64,
         }),
@@ -423,6 +514,55 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
                 })
                 .collect(),
         }),
+    }
+}
+
+/// The app's health check as the agent runs it: `portIndex` resolved to
+/// the task's host port (a fixed `port` is used as given), Marathon's
+/// protocol name and `ignoreHttp1xx` kept beside Mesos' fields.
+pub fn health_check_info(
+    app: &AppDefinition,
+    hc: &HealthCheck,
+    host_ports: &[u64],
+) -> pb::HealthCheck {
+    use pb::health_check::Type;
+    let port = match (hc.port, hc.port_index) {
+        (Some(p), _) => p,
+        (None, Some(i)) => host_ports.get(i as usize).copied().unwrap_or(0) as u32,
+        (None, None) => host_ports.first().copied().unwrap_or(0) as u32,
+    };
+    let (kind, scheme) = match hc.protocol {
+        HealthCheckProtocol::Http | HealthCheckProtocol::MesosHttp => (Type::Http, "http"),
+        HealthCheckProtocol::Https | HealthCheckProtocol::MesosHttps => (Type::Https, "https"),
+        HealthCheckProtocol::Tcp | HealthCheckProtocol::MesosTcp => (Type::Tcp, ""),
+        HealthCheckProtocol::Command => (Type::Command, ""),
+        HealthCheckProtocol::Unknown(_) => (Type::Unknown, ""),
+    };
+    let http = matches!(kind, Type::Http | Type::Https).then(|| pb::health_check::HttpCheckInfo {
+        scheme: scheme.to_string(),
+        port,
+        path: hc.path.clone().unwrap_or_else(|| "/".into()),
+        statuses: Vec::new(),
+    });
+    let tcp = (kind == Type::Tcp).then_some(pb::health_check::TcpCheckInfo { port });
+    let command = hc.command.as_ref().map(|c| pb::CommandInfo {
+        shell: true,
+        value: c.value.clone(),
+        user: app.user.clone().unwrap_or_default(),
+        ..Default::default()
+    });
+    pb::HealthCheck {
+        delay_seconds: f64::from(hc.delay_seconds),
+        interval_seconds: f64::from(hc.interval_seconds),
+        timeout_seconds: f64::from(hc.timeout_seconds),
+        consecutive_failures: hc.max_consecutive_failures,
+        grace_period_seconds: f64::from(hc.grace_period_seconds),
+        r#type: kind as i32,
+        command,
+        http,
+        tcp,
+        protocol: hc.protocol.as_str().to_string(),
+        ignore_http1xx: hc.ignore_http1xx,
     }
 }
 

@@ -58,6 +58,8 @@ pub struct SchedulerConfig {
     /// The framework's user (Marathon's `--mesos_user`): tasks of apps that
     /// name no `user` run as it.
     pub mesos_user: String,
+    /// Versions kept per app and of the root group (`--max-versions`).
+    pub max_versions: usize,
 }
 
 impl SchedulerConfig {
@@ -69,6 +71,7 @@ impl SchedulerConfig {
             role: "*".into(),
             failover_timeout: 604800.0,
             mesos_user: current_user(),
+            max_versions: engine::DEFAULT_MAX_VERSIONS,
         }
     }
 }
@@ -92,8 +95,6 @@ pub(crate) struct Shared {
     pub(crate) client: meseta_sdk::SchedulerClient,
     /// The scheduler's state in the masters' KV store.
     pub(crate) store: store::Store,
-    /// Actions held while an API change is being stored.
-    held: Mutex<Option<Vec<Action>>>,
     /// Notified by `DELETE /v2/leader`.
     pub(crate) abdicate: Arc<Notify>,
 }
@@ -103,34 +104,11 @@ impl Shared {
         self.engine.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Hand actions decided under the engine lock to the driver (or keep
-    /// them, between [`Shared::hold_actions`] and [`Shared::release_actions`]).
+    /// Hand actions decided by the engine to the driver.
     pub(crate) fn act(&self, actions: Vec<Action>) {
-        if actions.is_empty() {
-            return;
+        if !actions.is_empty() {
+            let _ = self.actions.send(actions);
         }
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        match held.as_mut() {
-            Some(h) => h.extend(actions),
-            None => {
-                let _ = self.actions.send(actions);
-            }
-        }
-    }
-
-    /// Keep what [`Shared::act`] is given until [`Shared::release_actions`]
-    /// (used while a state change is being stored; callers hold the store gate).
-    pub(crate) fn hold_actions(&self) {
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
-    }
-
-    /// Stop holding; returns what was held.
-    pub(crate) fn release_actions(&self) -> Vec<Action> {
-        self.held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .unwrap_or_default()
     }
 }
 
@@ -237,8 +215,17 @@ impl BoundScheduler {
                     }
                 });
             };
+            let unreachable = |why: &str| {
+                mode_tx.send_if_modified(|m| match m {
+                    Mode::Unreachable(w) if w == why => false,
+                    _ => {
+                        *m = Mode::Unreachable(why.to_string());
+                        true
+                    }
+                });
+            };
             let term = tokio::select! {
-                t = election.campaign(standby) => t,
+                t = election.campaign(standby, unreachable) => t,
                 _ = shutdown.clone() => break,
             };
             mode_tx.send_replace(Mode::Pending);
@@ -289,6 +276,8 @@ pub const PENDING_WAIT: Duration = Duration::from_secs(15);
 enum Mode {
     /// No leader known yet, or this scheduler is loading its state: wait.
     Pending,
+    /// No master answers (why): `/v2` is answered 503 at once.
+    Unreachable(String),
     /// Another scheduler (`host:port`) leads.
     Standby(String),
     /// This scheduler leads: its `/v2` router.
@@ -305,25 +294,30 @@ struct Front {
 
 impl Front {
     async fn dispatch(mut self, req: Request) -> Response {
+        // Marathon answers `/ping` always, at once.
+        if req.uri().path().trim_end_matches('/') == "/ping" {
+            return "pong".into_response();
+        }
         let me = self.me.clone();
         // A leader key naming this very address is a previous run's lease:
         // wait for it to expire like for an unknown leader.
         let ready = |m: &Mode| match m {
             Mode::Pending => false,
+            Mode::Unreachable(_) => true,
             Mode::Standby(l) => **l != *me,
             Mode::Leader(_) => true,
         };
-        let mode =
-            match tokio::time::timeout(PENDING_WAIT, self.mode.wait_for(ready)).await {
-                Ok(Ok(m)) => m.clone(),
-                _ => return (
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(
-                        serde_json::json!({"message": "Could not determine the current leader"}),
-                    ),
-                )
-                    .into_response(),
-            };
+        let unavailable = |why: String| {
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"message": why})),
+            )
+                .into_response()
+        };
+        let mode = match tokio::time::timeout(PENDING_WAIT, self.mode.wait_for(ready)).await {
+            Ok(Ok(m)) => m.clone(),
+            _ => return unavailable("Could not determine the current leader".into()),
+        };
         match mode {
             Mode::Leader(router) => match tower::ServiceExt::oneshot(router, req).await {
                 Ok(r) => r,
@@ -332,7 +326,10 @@ impl Front {
             Mode::Standby(leader) => {
                 election::standby(&self.config, &self.me, &leader, &self.proxy, req).await
             }
-            Mode::Pending => unreachable!("waited for a mode other than Pending"),
+            Mode::Unreachable(why) => unavailable(format!(
+                "Could not determine the current leader: no master is reachable ({why})"
+            )),
+            Mode::Pending => unavailable("Could not determine the current leader".into()),
         }
     }
 }
@@ -370,6 +367,7 @@ async fn lead(
             Ok(l) => break l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load the scheduler state from the masters yet; retrying");
+                mode.send_replace(Mode::Unreachable(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     why = &mut keeper => return TermEnd::Lost(why),
@@ -386,7 +384,7 @@ async fn lead(
         "scheduler state loaded from the masters"
     );
     let events = EventBus::default();
-    let mut engine = Engine::new(&config.role, events.clone());
+    let mut engine = Engine::new(&config.role, events.clone(), config.max_versions);
     let framework_id = loaded.framework_id.clone();
     store::restore(&mut engine, loaded);
     let (client, sdk_events) = meseta_sdk::start(config.masters.clone(), info, framework_id, false);
@@ -400,7 +398,6 @@ async fn lead(
         address: address.to_string(),
         client,
         store,
-        held: Mutex::new(None),
         abdicate: abdicate.clone(),
     });
     let driver = driver::Driver {

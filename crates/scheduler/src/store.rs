@@ -7,7 +7,12 @@
 //! Layout, under `/meseta/frameworks/<framework name>/`:
 //! - `framework_id` → the framework id (UTF-8);
 //! - `apps/<app id>` → the app as Marathon renders it (JSON);
-//! - `deployments/<id>` → a deployment (JSON);
+//! - `app-versions/<app id>/<version>` → each kept version of an app;
+//! - `groups/<group id>` → a group created explicitly (its dependencies);
+//! - `group-versions/<version>` → a version of the root group (which
+//!   version of each app, and the explicit groups);
+//! - `deployments/<id>` → a deployment: steps, current step, each affected
+//!   app's previous definition (JSON);
 //! - `tasks/<task id>` → the task's launch facts (JSON), written before the
 //!   task is launched, deleted when it ends.
 //!
@@ -16,17 +21,18 @@
 //! One [`StoreGuard`] at a time: API requests hold it from their change to
 //! their answer, so a failed write can be undone before anyone else writes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use meseta_proto::v1::TaskState;
 use meseta_sdk::{KvClient, KvClientError};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Backoff, Deployment, Engine, MarathonTask, TaskFailure};
-use crate::model::AppDefinition;
+use crate::engine::{
+    ActionKind, Deployment, DeploymentAction, Durable, Engine, GroupMeta, GroupSnapshot, StoredTask,
+};
+use crate::model::{marathon_timestamp, AppDefinition, PathId};
 
 /// Why the scheduler could not read or write its state.
 #[derive(Debug, thiserror::Error)]
@@ -40,47 +46,41 @@ pub enum StoreError {
     Fenced,
 }
 
-/// A task's facts that survive a scheduler restart.
+/// A deployment as written before deployments had steps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredTask {
-    id: String,
-    app_id: String,
-    version: DateTime<Utc>,
-    agent_id: String,
-    host: String,
-    attributes: Vec<(String, String)>,
-    ports: Vec<u64>,
-    service_ports: Vec<u32>,
-    staged_at: DateTime<Utc>,
-    grace_seconds: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredDeployment {
+struct LegacyDeployment {
     id: String,
     version: DateTime<Utc>,
     app_id: String,
     action: String,
 }
 
-fn deployment_action(action: &str) -> &'static str {
-    match action {
-        "StartApplication" => "StartApplication",
-        "ScaleApplication" => "ScaleApplication",
-        "StopApplication" => "StopApplication",
-        _ => "RestartApplication",
+impl LegacyDeployment {
+    fn upgrade(self) -> Deployment {
+        let kind = match self.action.as_str() {
+            "StartApplication" => ActionKind::StartApplication,
+            "ScaleApplication" => ActionKind::ScaleApplication,
+            "StopApplication" => ActionKind::StopApplication,
+            _ => ActionKind::RestartApplication,
+        };
+        let app = PathId::new(&self.app_id);
+        Deployment {
+            id: self.id,
+            version: self.version,
+            steps: vec![vec![DeploymentAction {
+                kind,
+                app: app.clone(),
+            }]],
+            current_step: 0,
+            original: vec![(app, None)],
+            group: None,
+            started_at: self.version,
+        }
     }
 }
 
 /// What a scheduler finds in the store when it starts.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub framework_id: Option<String>,
-    pub apps: Vec<AppDefinition>,
-    pub deployments: Vec<Deployment>,
-    /// Tasks as launched; their state is TASK_STAGING until reconciled.
-    pub tasks: Vec<MarathonTask>,
-}
+pub type Loaded = Durable;
 
 /// The scheduler's handle on its KV state.
 pub struct Store {
@@ -140,6 +140,9 @@ impl Store {
                 key: kv.key.clone(),
                 reason,
             };
+            let decode = |bytes: &[u8]| -> Result<serde_json::Value, StoreError> {
+                serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))
+            };
             if rest == "framework_id" {
                 let id = String::from_utf8(kv.value.clone()).map_err(|e| bad(e.to_string()))?;
                 loaded.framework_id = Some(id).filter(|i| !i.is_empty());
@@ -147,34 +150,31 @@ impl Store {
                 let app: AppDefinition =
                     serde_json::from_slice(&kv.value).map_err(|e| bad(e.to_string()))?;
                 loaded.apps.push(app);
-            } else if rest.starts_with("deployments/") {
-                let d: StoredDeployment =
+            } else if rest.starts_with("app-versions/") {
+                let app: AppDefinition =
                     serde_json::from_slice(&kv.value).map_err(|e| bad(e.to_string()))?;
-                loaded.deployments.push(Deployment {
-                    id: d.id,
-                    version: d.version,
-                    app_id: d.app_id,
-                    action: deployment_action(&d.action),
-                });
+                loaded.versions.push(app);
+            } else if let Some(g) = rest.strip_prefix("groups") {
+                let meta: GroupMeta =
+                    serde_json::from_slice(&kv.value).map_err(|e| bad(e.to_string()))?;
+                loaded.groups.push((PathId::new(g), meta));
+            } else if rest.starts_with("group-versions/") {
+                let s: GroupSnapshot =
+                    serde_json::from_slice(&kv.value).map_err(|e| bad(e.to_string()))?;
+                loaded.group_history.push(s);
+            } else if rest.starts_with("deployments/") {
+                let v = decode(&kv.value)?;
+                let d = match serde_json::from_value::<Deployment>(v.clone()) {
+                    Ok(d) => d,
+                    Err(_) => serde_json::from_value::<LegacyDeployment>(v)
+                        .map_err(|e| bad(e.to_string()))?
+                        .upgrade(),
+                };
+                loaded.deployments.push(d);
             } else if rest.starts_with("tasks/") {
                 let t: StoredTask =
                     serde_json::from_slice(&kv.value).map_err(|e| bad(e.to_string()))?;
-                loaded.tasks.push(MarathonTask {
-                    id: t.id,
-                    app_id: t.app_id,
-                    version: t.version,
-                    agent_id: t.agent_id,
-                    host: t.host,
-                    attributes: t.attributes,
-                    ports: t.ports,
-                    service_ports: t.service_ports,
-                    staged_at: t.staged_at,
-                    started_at: None,
-                    state: TaskState::TaskStaging,
-                    healthy: None,
-                    kill_sent: None,
-                    grace_seconds: t.grace_seconds,
-                });
+                loaded.tasks.push(t);
             } else {
                 continue;
             }
@@ -259,109 +259,68 @@ impl StoreGuard<'_> {
 
 /// The engine's durable state as KV keys and values (see the module doc).
 pub fn desired(engine: &Engine, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+    let d = engine.durable();
     let mut out = BTreeMap::new();
-    if let Some(id) = &engine.framework_id {
+    let json = |v: &dyn erased::Json| v.bytes();
+    if let Some(id) = &d.framework_id {
         out.insert(format!("{prefix}framework_id"), id.as_bytes().to_vec());
     }
-    for (id, app) in &engine.apps {
-        let json = serde_json::to_vec(app).expect("a rendered app serializes");
-        out.insert(format!("{prefix}apps{id}"), json);
+    for app in &d.apps {
+        out.insert(format!("{prefix}apps{}", app.id), json(app));
     }
-    for d in &engine.deployments {
-        let stored = StoredDeployment {
-            id: d.id.clone(),
-            version: d.version,
-            app_id: d.app_id.clone(),
-            action: d.action.to_string(),
-        };
+    for app in &d.versions {
+        let v = app.version.map(marathon_timestamp).unwrap_or_default();
+        out.insert(format!("{prefix}app-versions{}/{v}", app.id), json(app));
+    }
+    for (id, meta) in &d.groups {
+        out.insert(format!("{prefix}groups{id}"), json(meta));
+    }
+    for s in &d.group_history {
         out.insert(
-            format!("{prefix}deployments/{}", d.id),
-            serde_json::to_vec(&stored).expect("a deployment serializes"),
+            format!("{prefix}group-versions/{}", marathon_timestamp(s.version)),
+            json(s),
         );
     }
-    for t in engine.tasks.values() {
-        let stored = StoredTask {
-            id: t.id.clone(),
-            app_id: t.app_id.clone(),
-            version: t.version,
-            agent_id: t.agent_id.clone(),
-            host: t.host.clone(),
-            attributes: t.attributes.clone(),
-            ports: t.ports.clone(),
-            service_ports: t.service_ports.clone(),
-            staged_at: t.staged_at,
-            grace_seconds: t.grace_seconds,
-        };
-        out.insert(
-            format!("{prefix}tasks/{}", t.id),
-            serde_json::to_vec(&stored).expect("a task serializes"),
-        );
+    for dep in &d.deployments {
+        out.insert(format!("{prefix}deployments/{}", dep.id), json(dep));
+    }
+    for t in &d.tasks {
+        out.insert(format!("{prefix}tasks/{}", t.id), json(t));
     }
     out
 }
 
+mod erased {
+    /// Serialize our own plain data types: cannot fail (no non-string map
+    /// keys, no custom serializer that errors).
+    pub trait Json {
+        fn bytes(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn bytes(&self) -> Vec<u8> {
+            serde_json::to_vec(self).expect("the scheduler's state serializes")
+        }
+    }
+}
+
 /// Put the loaded state into a fresh engine.
 pub fn restore(engine: &mut Engine, loaded: Loaded) {
-    engine.framework_id = loaded.framework_id;
-    for app in loaded.apps {
-        engine.apps.insert(app.id.to_string(), app);
-    }
-    engine.deployments = loaded.deployments;
-    for t in loaded.tasks {
-        engine.tasks.insert(t.id.clone(), t);
-    }
-}
-
-/// What an API request may change, to undo it when its write fails.
-pub(crate) struct Undo {
-    apps: BTreeMap<String, AppDefinition>,
-    deployments: Vec<Deployment>,
-    backoff: HashMap<String, Backoff>,
-    failures: HashMap<String, TaskFailure>,
-    kills: HashMap<String, Option<Instant>>,
-}
-
-impl Undo {
-    pub(crate) fn take(engine: &Engine) -> Undo {
-        Undo {
-            apps: engine.apps.clone(),
-            deployments: engine.deployments.clone(),
-            backoff: engine.backoff.clone(),
-            failures: engine.failures.clone(),
-            kills: engine
-                .tasks
-                .iter()
-                .map(|(id, t)| (id.clone(), t.kill_sent))
-                .collect(),
-        }
-    }
-
-    pub(crate) fn restore(self, engine: &mut Engine) {
-        engine.apps = self.apps;
-        engine.deployments = self.deployments;
-        engine.backoff = self.backoff;
-        engine.failures = self.failures;
-        for (id, t) in engine.tasks.iter_mut() {
-            if let Some(k) = self.kills.get(id) {
-                t.kill_sent = *k;
-            }
-        }
-    }
+    engine.restore(loaded);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::EventBus;
+    use crate::model::parse_app_definition;
 
     #[test]
     fn desired_state_round_trips_through_load_format() {
-        let mut engine = Engine::new("*", EventBus::default());
-        let app: AppDefinition =
-            serde_json::from_str(r#"{"id":"/web","cmd":"sleep 100","instances":2}"#).expect("app");
-        engine.apps.insert("/web".into(), app);
-        engine.framework_id = Some("fw-1".into());
-        let d = engine.start_deployment("/web", chrono::Utc::now(), "StartApplication");
+        let mut engine = Engine::new("*", EventBus::default(), 50);
+        let app =
+            parse_app_definition(br#"{"id":"/web","cmd":"sleep 100","instances":2}"#).expect("app");
+        let outcome = engine.create_app(app, false).expect("created");
+        engine.subscribed("fw-1");
         let out = desired(&engine, "/p/");
         assert_eq!(
             out.get("/p/framework_id").map(Vec::as_slice),
@@ -369,8 +328,22 @@ mod tests {
         );
         let back: AppDefinition = serde_json::from_slice(&out["/p/apps/web"]).expect("decodes");
         assert_eq!(back.instances, 2);
-        let dep: StoredDeployment =
-            serde_json::from_slice(&out[&format!("/p/deployments/{}", d.id)]).expect("decodes");
-        assert_eq!(deployment_action(&dep.action), "StartApplication");
+        let dep: Deployment =
+            serde_json::from_slice(&out[&format!("/p/deployments/{}", outcome.deployment_id)])
+                .expect("decodes");
+        assert_eq!(dep.steps[0][0].kind, ActionKind::StartApplication);
+        let version = marathon_timestamp(outcome.version);
+        assert!(out.contains_key(&format!("/p/app-versions/web/{version}")));
+        assert!(out.contains_key(&format!("/p/group-versions/{version}")));
+    }
+
+    #[test]
+    fn deployments_written_before_steps_still_load() {
+        let legacy = r#"{"id":"d1","version":"2026-01-01T00:00:00.000Z","app_id":"/web","action":"ScaleApplication"}"#;
+        let d = serde_json::from_str::<LegacyDeployment>(legacy)
+            .expect("decodes")
+            .upgrade();
+        assert_eq!(d.steps[0][0].kind, ActionKind::ScaleApplication);
+        assert_eq!(d.steps[0][0].app.to_string(), "/web");
     }
 }

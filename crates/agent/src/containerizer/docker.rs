@@ -935,6 +935,81 @@ impl Containerizer for DockerContainerizer {
     }
 }
 
+/// Runs COMMAND health checks inside a Docker task's container (`docker
+/// exec`), with the task's environment.
+pub struct DockerExecRunner {
+    pub docker: Docker,
+    pub container_id: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl DockerContainerizer {
+    /// A runner for COMMAND checks of `container_id`.
+    pub fn exec_runner(&self, container_id: &str, env: Vec<(String, String)>) -> DockerExecRunner {
+        DockerExecRunner {
+            docker: self.docker.clone(),
+            container_id: container_id.to_string(),
+            env,
+        }
+    }
+}
+
+impl crate::health::CommandRunner for DockerExecRunner {
+    fn run(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<crate::health::CommandOutcome, String>>
+                + Send
+                + '_,
+        >,
+    > {
+        let command = command.to_string();
+        Box::pin(async move {
+            let name = container_name(&self.container_id);
+            let config = bollard::exec::CreateExecOptions::<String> {
+                cmd: Some(vec!["/bin/sh".into(), "-c".into(), command]),
+                env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                working_dir: Some(CONTAINER_SANDBOX.into()),
+                ..Default::default()
+            };
+            let exec = self
+                .docker
+                .create_exec(&name, config)
+                .await
+                .map_err(|e| format!("docker exec failed: {e}"))?;
+            self.docker
+                .start_exec(
+                    &exec.id,
+                    Some(bollard::exec::StartExecOptions {
+                        detach: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| format!("docker exec failed: {e}"))?;
+            let deadline = tokio::time::Instant::now() + timeout;
+            loop {
+                let inspected = self
+                    .docker
+                    .inspect_exec(&exec.id)
+                    .await
+                    .map_err(|e| format!("docker exec failed: {e}"))?;
+                if inspected.running != Some(true) {
+                    let code = inspected.exit_code.unwrap_or(-1) as i32;
+                    return Ok(crate::health::CommandOutcome::Exited(code));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(crate::health::CommandOutcome::Signaled(libc::SIGKILL));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,6 +203,20 @@ fn health_check_in(h: &m::HealthCheck) -> pb::HealthCheck {
             .tcp
             .as_ref()
             .map(|x| pb::health_check::TcpCheckInfo { port: x.port }),
+        // A Mesos framework's check is one of Mesos' protocols.
+        protocol: match pb::health_check::Type::try_from(h.r#type.unwrap_or(0)) {
+            Ok(pb::health_check::Type::Command) => "COMMAND",
+            Ok(pb::health_check::Type::Tcp) => "MESOS_TCP",
+            Ok(pb::health_check::Type::Http | pb::health_check::Type::Https)
+                if h.http.as_ref().is_some_and(|x| x.scheme() == "https") =>
+            {
+                "MESOS_HTTPS"
+            }
+            Ok(pb::health_check::Type::Http | pb::health_check::Type::Https) => "MESOS_HTTP",
+            _ => "",
+        }
+        .to_string(),
+        ignore_http1xx: false,
     }
 }
 
