@@ -64,8 +64,18 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// end. Returns the POST → TASK_RUNNING time.
 fn launch_once(cluster: &Cluster, events: &EventStream, app_id: &str) -> Result<Duration> {
     let app = json!({"id": app_id, "cmd": "sleep 1000", "instances": 1, "cpus": 0.01, "mem": 16});
+    launch_app(cluster, events, &app)
+}
+
+/// [`launch_once`] of any one-instance app definition (with its `id`).
+pub fn launch_app(
+    cluster: &Cluster,
+    events: &EventStream,
+    app: &serde_json::Value,
+) -> Result<Duration> {
+    let app_id = app["id"].as_str().unwrap_or_default();
     let sent = Instant::now();
-    let reply = cluster.marathon().post_json("/v2/apps", &app)?;
+    let reply = cluster.marathon().post_json("/v2/apps", app)?;
     if reply.status != 201 {
         bail!("POST /v2/apps {app_id}: {reply}");
     }

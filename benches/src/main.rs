@@ -6,12 +6,14 @@
 //! - `allocator`: the DRF allocator in-process.
 //! - `deploy`: one app of 1,000 instances and 100 apps of 10 through `meseta up`.
 //! - `kv`: the masters' replicated KV store (and etcd for comparison).
+//! - `containers`: docker run vs meseta Docker, image and native tasks.
 //! - `recover`: an agent restart re-attaching to its running tasks.
 //! - `api`: offers → ACCEPT → TASK_RUNNING over gRPC and over Mesos' v1
 //!   HTTP API (JSON and protobuf), side by side.
 
 mod allocator;
 mod api;
+mod containers;
 mod deploy;
 mod kv;
 mod launch;
@@ -36,6 +38,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Replicated KV writes/s, p99 and leader failover (meseta or `--etcd`).
     Kv(kv::KvArgs),
+    /// Start cost of Docker, image and native tasks, and of `docker run`.
+    Containers(containers::ContainersArgs),
     /// Time for a restarted agent to re-attach to its tasks.
     Recover(recover::RecoverArgs),
     /// Offers → ACCEPT → TASK_RUNNING over gRPC vs the v1 HTTP API.
@@ -48,6 +52,7 @@ fn main() {
         Command::Launch(args) => launch::run(args),
         Command::Allocator(args) => allocator::run(args),
         Command::Kv(args) => kv::run(args),
+        Command::Containers(args) => containers::run(args),
         Command::Recover(args) => recover::run(args),
         Command::Api(args) => api::run(args),
         Command::Deploy(args) => deploy::run(args),
