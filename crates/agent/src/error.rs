@@ -30,4 +30,6 @@ pub enum AgentError {
     Containerizer(#[from] ContainerizerError),
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error("fetcher: {0}")]
+    Fetcher(#[from] crate::fetcher::FetchError),
 }

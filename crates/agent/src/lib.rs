@@ -16,6 +16,7 @@
 mod checkpoint;
 pub mod containerizer;
 pub mod error;
+pub mod fetcher;
 mod files;
 pub mod health;
 mod http;
@@ -42,6 +43,9 @@ use containerizer::{Containerizer, LinuxConfig};
 pub use error::AgentError;
 use status_updates::StatusUpdateManager;
 use tasks::TaskTable;
+
+/// Mesos' default `--fetcher_cache_size`: 2 GB.
+pub const DEFAULT_FETCHER_CACHE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Where the Docker daemon listens by default.
 pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -121,6 +125,8 @@ pub struct AgentConfig {
     pub containerizers: Option<Vec<String>>,
     /// The Docker daemon's socket.
     pub docker_socket: String,
+    /// Most bytes the fetcher cache keeps (Mesos' `--fetcher_cache_size`).
+    pub fetcher_cache_size: u64,
 }
 
 impl AgentConfig {
@@ -142,6 +148,7 @@ impl AgentConfig {
             stop: StopMode::KeepTasks,
             containerizers: None,
             docker_socket: DEFAULT_DOCKER_SOCKET.to_string(),
+            fetcher_cache_size: DEFAULT_FETCHER_CACHE_SIZE,
         }
     }
 }
@@ -173,6 +180,8 @@ pub(crate) struct Agent {
     pub(crate) docker: Option<containerizer::DockerContainerizer>,
     /// The running health checks, by task id.
     pub(crate) health: Mutex<HashMap<String, health::Checker>>,
+    /// Stages `uris` / `fetch` into sandboxes, with a cache.
+    pub(crate) fetcher: fetcher::Fetcher,
 }
 
 impl Agent {
@@ -326,6 +335,10 @@ impl BoundAgent {
                     .map(|d| Arc::new(d) as Arc<dyn Containerizer>),
             ));
         let images = containerizer::image::ImageStore::new(config.work_dir.join("images"), docker);
+        let fetcher = fetcher::Fetcher::new(fetcher::FetcherConfig {
+            cache_dir: config.work_dir.join("cache").join("fetcher"),
+            cache_limit_bytes: config.fetcher_cache_size,
+        })?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -368,6 +381,7 @@ impl BoundAgent {
             containerizer_names,
             docker: docker_containerizer,
             health: Mutex::new(HashMap::new()),
+            fetcher,
             config,
         });
         tasks::recover(&agent, recovered).await;
@@ -461,6 +475,11 @@ pub(crate) mod test_support {
             containerizer_names: vec!["mesos"],
             docker: None,
             health: Mutex::new(HashMap::new()),
+            fetcher: fetcher::Fetcher::new(fetcher::FetcherConfig {
+                cache_dir: dir.join("cache"),
+                cache_limit_bytes: 0,
+            })
+            .expect("a fetcher"),
             agent_id: Mutex::new(Some("agent-test".into())),
             tasks: Mutex::new(TaskTable::default()),
             frameworks: Mutex::new(HashMap::new()),

@@ -605,6 +605,21 @@ async fn start(
         String::new(),
     )
     .await;
+    // Artifact staging, in this task's own flow: it shows as TASK_STARTING
+    // and never holds up other launches.
+    if let Some(uris) = task
+        .command
+        .as_ref()
+        .map(|c| &c.uris)
+        .filter(|u| !u.is_empty())
+    {
+        let owner = task_user.as_ref().map(|u| (u.uid, u.gid));
+        agent
+            .fetcher
+            .fetch(uris, sandbox, owner)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let (docker_spec, rootfs, placement) = if docker {
         let spec = docker_spec(task, sandbox)?;
         for v in &spec.volumes {

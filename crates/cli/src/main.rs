@@ -190,6 +190,33 @@ struct AgentArgs {
     /// The Docker daemon's socket.
     #[arg(long, default_value = meseta_agent::DEFAULT_DOCKER_SOCKET)]
     docker_socket: String,
+    /// Most the fetcher cache keeps, e.g. "2GB", "512MB" or bytes.
+    #[arg(long, default_value = "2GB", value_parser = parse_bytes)]
+    fetcher_cache_size: u64,
+}
+
+/// A size as Mesos flags write it: bytes, or a number with B, KB, MB, GB
+/// or TB (powers of 1024).
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_uppercase();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "KB" | "K" => 1 << 10,
+        "MB" | "M" => 1 << 20,
+        "GB" | "G" => 1 << 30,
+        "TB" | "T" => 1 << 40,
+        _ => return Err(format!("'{text}' is not a size (e.g. 2GB, 512MB)")),
+    };
+    let n: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 2GB, 512MB)"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("'{text}' is not a size"));
+    }
+    Ok((n * factor as f64) as u64)
 }
 
 #[derive(Args)]
@@ -351,6 +378,7 @@ async fn run(cli: Cli) -> Result<()> {
             config.recover = a.recover;
             config.containerizers = a.containerizers;
             config.docker_socket = a.docker_socket;
+            config.fetcher_cache_size = a.fetcher_cache_size;
             let agent = BoundAgent::bind(config)
                 .await
                 .context("starting the agent")?;
