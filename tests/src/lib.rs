@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod docker;
 pub mod events;
 pub mod http;
+pub mod marathon;
 pub mod masters;
 pub mod mesos_api;
 pub mod procfs;

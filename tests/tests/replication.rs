@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use meseta_tests::http::Api;
+use meseta_tests::marathon::{post_app, running_tasks, wait_running};
 use meseta_tests::masters::{leader_of, Masters, ELECTION_DEADLINE};
 use meseta_tests::procfs;
 use meseta_tests::wait::{wait_for, wait_until, POLL};
@@ -30,45 +31,6 @@ fn task_pids(masters: &Masters, leader: usize) -> Result<BTreeMap<String, i64>> 
         }
     }
     Ok(out)
-}
-
-/// Running task ids of an app, from the scheduler.
-fn running_tasks(scheduler: &Api, app: &str) -> Result<Vec<String>> {
-    let tasks = scheduler.get_json(&format!("/v2/apps{app}/tasks"))?;
-    let mut ids: Vec<String> = tasks["tasks"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|t| t["state"] == "TASK_RUNNING")
-        .filter_map(|t| t["id"].as_str().map(String::from))
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
-
-fn wait_running(scheduler: &Api, app: &str, n: usize) -> Result<Vec<String>> {
-    wait_for(&format!("{n} running tasks of {app}"), || {
-        let ids = running_tasks(scheduler, app)?;
-        if ids.len() == n {
-            Ok(ids)
-        } else {
-            Err(anyhow!("{} running: {ids:?}", ids.len()))
-        }
-    })
-}
-
-/// POST an app, retrying while the scheduler answers 503 (its store looks
-/// for the new leader); any other answer than 201 fails.
-fn post_app(scheduler: &Api, app: &Value) -> Result<()> {
-    wait_for("POST /v2/apps to be accepted", || {
-        let r = scheduler.post_json("/v2/apps", app)?;
-        match r.status {
-            201 => Ok(()),
-            503 => Err(anyhow!("503: {}", r.body)),
-            other => Err(anyhow!("unexpected {other}: {}", r.body)),
-        }
-    })
 }
 
 #[test]

@@ -50,12 +50,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn task_json(agent: &Agent, t: &TaskRecord, live: bool) -> Value {
     let resources = Resources::from_proto(&t.info.resources).unwrap_or_default();
-    let task_id = t
-        .info
-        .task_id
-        .as_ref()
-        .map(|i| i.value.clone())
-        .unwrap_or_default();
+    let task_id = t.task_id();
     let unacknowledged: Vec<Value> = if live {
         agent
             .updates
@@ -256,12 +251,7 @@ async fn statistics(State(agent): State<Arc<Agent>>) -> Json<Value> {
         let Ok(usage) = agent.containerizer.usage(&t.container_id).await else {
             continue; // ended meanwhile
         };
-        let task_id = t
-            .info
-            .task_id
-            .as_ref()
-            .map(|i| i.value.clone())
-            .unwrap_or_default();
+        let task_id = t.task_id();
         let resources = Resources::from_proto(&t.info.resources).unwrap_or_default();
         let mem_limit = usage
             .mem_limit_bytes

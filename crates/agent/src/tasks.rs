@@ -54,7 +54,7 @@ pub(crate) struct TaskRecord {
 }
 
 impl TaskRecord {
-    fn task_id(&self) -> String {
+    pub(crate) fn task_id(&self) -> String {
         self.info
             .task_id
             .as_ref()

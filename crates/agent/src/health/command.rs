@@ -43,7 +43,7 @@ impl CommandRunner for ShellRunner {
     ) -> Pin<Box<dyn Future<Output = Result<CommandOutcome, String>> + Send + '_>> {
         let command = command.to_string();
         Box::pin(async move {
-            let mut child = tokio::process::Command::new("/bin/sh")
+            let child = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(&command)
                 .current_dir(&self.sandbox)
@@ -55,22 +55,30 @@ impl CommandRunner for ShellRunner {
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("cannot run the check command: {e}"))?;
-            match tokio::time::timeout(timeout, child.wait()).await {
-                Ok(Ok(status)) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    Ok(match (status.code(), status.signal()) {
-                        (Some(c), _) => CommandOutcome::Exited(c),
-                        (None, Some(s)) => CommandOutcome::Signaled(s),
-                        (None, None) => CommandOutcome::Exited(-1),
-                    })
-                }
-                Ok(Err(e)) => Err(format!("waiting for the check command: {e}")),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    Ok(CommandOutcome::Signaled(libc::SIGKILL))
-                }
-            }
+            wait_check(child, timeout).await
         })
+    }
+}
+
+/// Waits for a check command, killing it when `timeout` passes.
+async fn wait_check(
+    mut child: tokio::process::Child,
+    timeout: Duration,
+) -> Result<CommandOutcome, String> {
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => {
+            use std::os::unix::process::ExitStatusExt;
+            Ok(match (status.code(), status.signal()) {
+                (Some(c), _) => CommandOutcome::Exited(c),
+                (None, Some(s)) => CommandOutcome::Signaled(s),
+                (None, None) => CommandOutcome::Exited(-1),
+            })
+        }
+        Ok(Err(e)) => Err(format!("waiting for the check command: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            Ok(CommandOutcome::Signaled(libc::SIGKILL))
+        }
     }
 }
 
@@ -152,25 +160,11 @@ impl CommandRunner for NamespaceRunner {
                     Ok(())
                 });
             }
-            let mut child = cmd
+            let child = cmd
                 .spawn()
                 .map_err(|e| format!("cannot run the check command: {e}"))?;
             drop(cgroups);
-            match tokio::time::timeout(timeout, child.wait()).await {
-                Ok(Ok(status)) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    Ok(match (status.code(), status.signal()) {
-                        (Some(c), _) => CommandOutcome::Exited(c),
-                        (None, Some(s)) => CommandOutcome::Signaled(s),
-                        (None, None) => CommandOutcome::Exited(-1),
-                    })
-                }
-                Ok(Err(e)) => Err(format!("waiting for the check command: {e}")),
-                Err(_) => {
-                    let _ = child.kill().await;
-                    Ok(CommandOutcome::Signaled(libc::SIGKILL))
-                }
-            }
+            wait_check(child, timeout).await
         })
     }
 }
