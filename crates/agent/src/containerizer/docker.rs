@@ -177,10 +177,14 @@ impl DockerContainerizer {
     }
 
     /// Starts watching a container: copies its output, reports its end.
+    /// `since` (seconds after the epoch) is when the container started, or
+    /// earlier: its events are replayed from then, so an OOM in the first
+    /// milliseconds is not missed.
     fn supervise(
         &self,
         container: Arc<Container>,
         sandbox: PathBuf,
+        since: i64,
         exit_tx: watch::Sender<Option<Termination>>,
     ) -> oneshot::Receiver<Termination> {
         let (done_tx, done_rx) = oneshot::channel();
@@ -206,6 +210,7 @@ impl DockerContainerizer {
             filters.insert("event".to_string(), vec!["oom".to_string()]);
             let mut ooms = docker.events(Some(EventsOptions {
                 filters: Some(filters),
+                since: Some(since.to_string()),
                 ..Default::default()
             }));
             let mut oom = false;
@@ -634,6 +639,7 @@ impl Containerizer for DockerContainerizer {
             this.ensure_image(&docker_spec.image, docker_spec.force_pull)
                 .await?;
             let name = container_name(&spec.container_id);
+            let created_at = chrono::Utc::now().timestamp() - 1;
             this.docker
                 .create_container(
                     Some(CreateContainerOptions {
@@ -671,7 +677,7 @@ impl Containerizer for DockerContainerizer {
             this.containers()
                 .insert(spec.container_id.clone(), container.clone());
             tracing::info!(container_id = %spec.container_id, task_id = %spec.task_id, image = %docker_spec.image, pid, "launched task as docker container");
-            let exit = this.supervise(container, spec.sandbox.clone(), exit_tx);
+            let exit = this.supervise(container, spec.sandbox.clone(), created_at, exit_tx);
             Ok(Launched { pid, exit })
         }
         .boxed()
@@ -831,6 +837,7 @@ impl Containerizer for DockerContainerizer {
                 .and_then(|s| s.pid)
                 .and_then(|p| u32::try_from(p).ok())
                 .unwrap_or(0);
+            let inspected_started = inspected.state.as_ref().and_then(|s| s.started_at.clone());
             // The sandbox is the host side of the container's sandbox mount.
             let sandbox = inspected
                 .mounts
@@ -840,8 +847,12 @@ impl Containerizer for DockerContainerizer {
                 .and_then(|m| m.source)
                 .map(PathBuf::from)
                 .unwrap_or_else(|| spec.run_dir.clone());
+            let started_at = inspected_started
+                .as_deref()
+                .and_then(epoch_seconds)
+                .unwrap_or_else(|| chrono::Utc::now().timestamp());
             tracing::info!(container_id = %spec.container_id, pid, "recovered docker container");
-            let exit = this.supervise(container, sandbox, exit_tx);
+            let exit = this.supervise(container, sandbox, started_at, exit_tx);
             Ok(Launched { pid, exit })
         }
         .boxed()
