@@ -292,6 +292,7 @@ fn to_flags(arg: &clap::Arg, long: &str, value: &toml::Value) -> Result<Vec<OsSt
     };
     let flag = |v: &str| OsString::from(format!("--{long}={v}"));
     match (values.len(), arg.get_value_delimiter()) {
+        (0, _) => Ok(Vec::new()),
         (1, _) => Ok(vec![flag(&values[0])]),
         (_, Some(d)) => Ok(vec![flag(&values.join(&d.to_string()))]),
         (_, None) if matches!(arg.get_action(), ArgAction::Append) => {
