@@ -56,6 +56,7 @@ containerizers = ["mesos", "docker"]
 
 [scheduler]
 listen = "0.0.0.0:8080"
+advertise = "$ip:8080"
 
 [dns]
 listen = "0.0.0.0:53"

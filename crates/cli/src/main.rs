@@ -202,6 +202,10 @@ struct AgentArgs {
 struct SchedulerArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// host:port other schedulers and clients reach this one at (default:
+    /// the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5050")]
     masters: Vec<String>,
     #[arg(long, default_value = "marathon")]
@@ -407,6 +411,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Scheduler(a) => {
             let mut config = SchedulerConfig::new(a.listen, a.masters);
+            config.advertise = a.advertise;
             config.framework_name = a.framework_name;
             config.role = a.role;
             if let Some(user) = a.mesos_user {
