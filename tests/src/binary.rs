@@ -40,15 +40,30 @@ pub fn meseta_binary() -> PathBuf {
     }
 }
 
+/// The release `meseta` binary, the one deployments ship (packages, images),
+/// built with `cargo build --release -p meseta` if it is missing or stale
+/// (`.ci/run` builds it first). `MESETA_DIST_BIN` overrides the path.
+pub fn release_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| locate_profile("release", "MESETA_DIST_BIN").map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow::anyhow!("no release meseta binary: {e}"))
+}
+
 fn locate() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("MESETA_BIN") {
+    locate_profile("debug", "MESETA_BIN")
+}
+
+fn locate_profile(profile: &str, env_var: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);
         if !path.is_file() {
-            bail!("MESETA_BIN={} is not a file", path.display());
+            bail!("{env_var}={} is not a file", path.display());
         }
         return Ok(path);
     }
-    let path = target_dir().join("debug").join("meseta");
+    let path = target_dir().join(profile).join("meseta");
     let built_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
     let stale = match built_at {
         None => true,
@@ -57,7 +72,7 @@ fn locate() -> Result<PathBuf> {
     if !stale {
         return Ok(path);
     }
-    match build() {
+    match build(profile) {
         Ok(()) if path.is_file() => Ok(path),
         Ok(()) => bail!(
             "cargo build -p meseta succeeded but {} does not exist",
@@ -74,11 +89,18 @@ fn locate() -> Result<PathBuf> {
     }
 }
 
-fn build() -> Result<()> {
+fn build(profile: &str) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building meseta (cargo build -p meseta) for the end-to-end tests");
+    let mut args = vec!["build", "-p", "meseta"];
+    if profile == "release" {
+        args.push("--release");
+    }
+    eprintln!(
+        "building meseta (cargo {}) for the end-to-end tests",
+        args.join(" ")
+    );
     let out = Command::new(cargo)
-        .args(["build", "-p", "meseta"])
+        .args(&args)
         .current_dir(crate::workspace_root())
         .env("CARGO_TARGET_DIR", target_dir())
         .output()

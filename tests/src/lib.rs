@@ -3,7 +3,10 @@
 //! operator endpoints, the `meseta` CLI), the way Garage's
 //! `src/garage/tests/common/garage.rs` drives Garage.
 //!
-//! - [`binary`] finds (and if needed builds) `target/debug/meseta`.
+//! - [`binary`] finds (and if needed builds) `target/debug/meseta`, and the
+//!   release binary deployments ship.
+//! - [`deploy`] builds the deployment artifacts (.deb, box and compose
+//!   images) once and runs commands and containers with deadlines.
 //! - [`cluster::Cluster`] runs `meseta up` on free ports in a temporary data
 //!   dir, captures its log, and on drop stops it (SIGTERM, then SIGKILL),
 //!   kills whatever task process it left and removes the dir. A test that
@@ -22,6 +25,7 @@
 
 pub mod binary;
 pub mod cluster;
+pub mod deploy;
 pub mod docker;
 pub mod events;
 pub mod http;

@@ -285,6 +285,13 @@ impl Masters {
         }
     }
 
+    /// Stop master `i` as its unit would (SIGTERM, SIGKILL after 20 s).
+    pub fn stop_master(&mut self, i: usize) {
+        if let Some(mut p) = self.masters[i].take() {
+            p.terminate(Signal::SIGTERM, Duration::from_secs(20));
+        }
+    }
+
     /// What master `i` says in `/master/state`.
     pub fn state(&self, i: usize) -> Result<Value> {
         Api::new(&self.addrs[i]).get_json("/master/state")

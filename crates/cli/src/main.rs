@@ -1,6 +1,8 @@
 //! `meseta`: one binary for every role. Parses flags, builds the role from
 //! its library crate, maps errors to an exit code.
 
+mod config;
+mod notify;
 mod task_log;
 
 use std::net::SocketAddr;
@@ -17,6 +19,10 @@ use tokio::sync::watch;
 #[derive(Parser)]
 #[command(name = "meseta", version, about = "Mesos + Marathon in one binary")]
 struct Cli {
+    /// A config file for the role (TOML; keys are the flags' names, flags
+    /// override it). Default: every /etc/meseta/*.toml; also MESETA_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -223,6 +229,10 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 struct SchedulerArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
+    /// host:port other schedulers and clients reach this one at (default:
+    /// the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:5050")]
     masters: Vec<String>,
     #[arg(long, default_value = "marathon")]
@@ -245,8 +255,44 @@ fn main() {
     if raw.get(1).map(String::as_str) == Some(meseta_agent::containerizer::TASK_INIT_SUBCOMMAND) {
         std::process::exit(meseta_agent::containerizer::init::main(&raw[2..]));
     }
-    let cli = Cli::parse();
+    // Before any thread exists: NOTIFY_SOCKET is read and removed here.
+    notify::take_socket_from_env();
+    let env = |name: &str| std::env::var(name).ok();
+    let sources = config::Sources {
+        env: &env,
+        default_dir: std::path::Path::new(config::DEFAULT_DIR),
+    };
+    let resolved = match config::resolve(
+        &<Cli as clap::CommandFactory>::command(),
+        std::env::args_os().collect(),
+        &sources,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("meseta: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(&resolved.argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            if !resolved.origins.is_empty() && e.use_stderr() {
+                eprintln!(
+                    "meseta: settings taken from config: {}",
+                    resolved.origins.join(", ")
+                );
+            }
+            e.exit()
+        }
+    };
     init_logging();
+    if !resolved.files.is_empty() || !resolved.origins.is_empty() {
+        tracing::info!(
+            files = ?resolved.files,
+            settings = ?resolved.origins,
+            "configuration read"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -295,6 +341,7 @@ async fn agent_stop_signal() -> meseta_agent::StopMode {
         _ = usr1.recv() => meseta_agent::StopMode::KillTasks,
     };
     tracing::info!(?mode, "shutting down");
+    notify::stopping();
     mode
 }
 
@@ -317,6 +364,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
+        notify::stopping();
         let _ = tx.send(true);
     });
     rx
@@ -359,6 +407,7 @@ async fn run(cli: Cli) -> Result<()> {
             let master = BoundMaster::bind(config)
                 .await
                 .context("starting the master")?;
+            notify::ready(&format!("master serving on {}", master.address()));
             master
                 .serve(wait(shutdown_signal()))
                 .await
@@ -382,6 +431,7 @@ async fn run(cli: Cli) -> Result<()> {
             let agent = BoundAgent::bind(config)
                 .await
                 .context("starting the agent")?;
+            notify::ready(&format!("agent serving on {}", agent.address()));
             agent
                 .serve_until(agent_stop_signal())
                 .await
@@ -389,6 +439,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Scheduler(a) => {
             let mut config = SchedulerConfig::new(a.listen, a.masters);
+            config.advertise = a.advertise;
             config.framework_name = a.framework_name;
             config.role = a.role;
             if let Some(user) = a.mesos_user {
@@ -398,6 +449,7 @@ async fn run(cli: Cli) -> Result<()> {
             let scheduler = BoundScheduler::bind(config)
                 .await
                 .context("starting the scheduler")?;
+            notify::ready(&format!("scheduler serving on {}", scheduler.address()));
             scheduler
                 .serve(wait(shutdown_signal()))
                 .await
@@ -509,6 +561,9 @@ async fn up(a: UpArgs) -> Result<()> {
     let m = tokio::spawn(master.serve(wait(stop.clone())));
     let ag = tokio::spawn(agent.serve(wait(stop.clone())));
     let s = tokio::spawn(scheduler.serve(wait(stop.clone())));
+    notify::ready(&format!(
+        "up: master {master_addr}, agent {agent_addr}, marathon {scheduler_addr}"
+    ));
     eprintln!("meseta is up: master http://{master_addr}  agent http://{agent_addr}  marathon http://{scheduler_addr}  (Ctrl-C stops it and its tasks)");
     let (s, ag) = (s.await, ag.await);
     let m = m.await;

@@ -51,6 +51,10 @@ pub struct SchedulerConfig {
     pub listen: SocketAddr,
     /// Every master's `host:port`.
     pub masters: Vec<String>,
+    /// `host:port` other schedulers and clients reach this one at (the
+    /// leader's address in `/v2/leader` and in the leader election); default:
+    /// the listen address, `127.0.0.1` for an unspecified one.
+    pub advertise: Option<String>,
     pub framework_name: String,
     pub role: String,
     /// Seconds the master keeps the framework's tasks while it is away.
@@ -67,6 +71,7 @@ impl SchedulerConfig {
         SchedulerConfig {
             listen,
             masters,
+            advertise: None,
             framework_name: "marathon".into(),
             role: "*".into(),
             failover_timeout: 604800.0,
@@ -141,7 +146,10 @@ impl BoundScheduler {
                 addr: config.listen.to_string(),
                 source,
             })?;
-        let address = meseta_proto::serve::advertised(local);
+        let address = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| meseta_proto::serve::advertised(local));
         let hostname = address
             .rsplit_once(':')
             .map(|(h, _)| h.to_string())
