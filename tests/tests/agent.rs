@@ -536,8 +536,14 @@ fn recover_cleanup_kills_what_it_finds_and_orphans_are_killed_at_start() -> Resu
             ensure!(!dir.exists(), "{} was not removed", dir.display());
         }
         // The master hears the task is gone and the scheduler replaces it.
-        let replaced = wait_running(&scheduler, "/clean", 1)?;
-        ensure!(replaced != ids, "the killed task was not replaced");
+        wait_for("the killed task to be replaced", || {
+            let now = running_tasks(&scheduler, "/clean")?;
+            if now.len() == 1 && now != ids {
+                Ok(())
+            } else {
+                Err(anyhow!("running: {now:?}"))
+            }
+        })?;
         let mut orphan = orphan;
         let _ = orphan.wait();
         Ok(())
