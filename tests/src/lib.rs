@@ -20,10 +20,13 @@
 //!   deadline. Deadlines are there so a broken build fails instead of
 //!   hanging; tests never assert that something was fast (that is measured
 //!   in `benches/`).
+//! - [`browser::Browser`] drives headless Chromium over the DevTools
+//!   protocol (UI tests); [`browser::require_browser`] gates them.
 //! - [`require_root`] decides whether a root-only test runs: in CI
 //!   (`CI=true`) it must, elsewhere it may skip with a printed reason.
 
 pub mod binary;
+pub mod browser;
 pub mod cluster;
 pub mod deploy;
 pub mod docker;

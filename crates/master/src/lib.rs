@@ -11,6 +11,7 @@ mod handler;
 mod kv;
 pub mod registry;
 pub mod state;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -218,7 +219,10 @@ impl BoundMaster {
         let leases = tokio::spawn(kv::lease_loop(master.clone()));
         let router = grpc::routes(master.clone())
             .merge(api::router(master.clone()))
-            .fallback(api::not_found);
+            .fallback(api::not_found)
+            // Cross-site writes are refused on the UI's origin (API and
+            // gRPC clients send no Origin and are not affected).
+            .layer(axum::middleware::from_fn(meseta_webui::refuse_cross_site));
         let addr = master.address.clone();
         let result = meseta_proto::serve::serve(self.listener, router, shutdown)
             .await

@@ -10,6 +10,7 @@ pub mod events;
 pub mod launch;
 pub mod model;
 pub mod store;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -301,11 +302,32 @@ struct Front {
 }
 
 impl Front {
-    async fn dispatch(mut self, req: Request) -> Response {
-        // Marathon answers `/ping` always, at once.
-        if req.uri().path().trim_end_matches('/') == "/ping" {
-            return "pong".into_response();
-        }
+    fn dispatch(self, req: Request) -> futures::future::BoxFuture<'static, Response> {
+        Box::pin(async move {
+            // Marathon answers `/ping` always, at once.
+            if req.uri().path().trim_end_matches('/') == "/ping" {
+                return "pong".into_response();
+            }
+            // Web UIs refuse cross-site writes (browsers send Origin; API
+            // clients send none and are not affected). Checked here, before
+            // a standby proxies the request without its Origin.
+            let authority = req.uri().authority().map(|a| a.to_string());
+            if let Some(why) =
+                meseta_webui::cross_site(req.method(), req.headers(), authority.as_deref())
+            {
+                return meseta_webui::security::forbidden(&why);
+            }
+            // The UI renders from `/v2`, asked through this same front.
+            if ui::is_ui_path(req.uri().path()) {
+                let front = self.clone();
+                let backend: ui::Backend = Arc::new(move |r| front.clone().dispatch(r));
+                return ui::serve(backend, req).await;
+            }
+            self.dispatch_api(req).await
+        })
+    }
+
+    async fn dispatch_api(mut self, req: Request) -> Response {
         let me = self.me.clone();
         // A leader key naming this very address is a previous run's lease:
         // wait for it to expire like for an unknown leader.

@@ -9,6 +9,7 @@
 //! until then.
 
 pub mod kv;
+pub mod sandbox;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

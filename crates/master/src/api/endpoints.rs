@@ -174,10 +174,15 @@ fn state_json(master: &Master, s: &MasterState) -> Value {
 }
 
 async fn state(State(master): State<Arc<Master>>) -> Json<Value> {
+    Json(state_value(&master))
+}
+
+/// `/master/state` as a value (the UI renders from it).
+pub(crate) fn state_value(master: &Master) -> Value {
     let s = master.state();
-    let mut v = state_json(&master, &s);
+    let mut v = state_json(master, &s);
     add_allocation_json(&mut v, &s);
-    Json(v)
+    v
 }
 
 /// `/master/state-summary`: agents and frameworks without their tasks, with
@@ -377,7 +382,7 @@ pub(crate) fn metrics_json(master: &Master) -> Value {
 // Raft membership (operator endpoints)
 
 /// The Raft configuration as this master knows it.
-fn membership_json(master: &Master) -> Value {
+pub(crate) fn membership_json(master: &Master) -> Value {
     let conf = master
         .raft
         .store()

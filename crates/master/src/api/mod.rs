@@ -42,6 +42,7 @@ pub(crate) fn router(master: Arc<Master>) -> Router {
         .merge(endpoints::router())
         .merge(scheduler::router())
         .merge(operator::router())
+        .merge(crate::ui::router())
         .with_state(master)
 }
 
