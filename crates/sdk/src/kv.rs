@@ -6,6 +6,8 @@
 //!   master that cannot be connected to was never proposed: the client
 //!   moves on (to the named leader, else the next master) and retries until
 //!   the call's deadline.
+//!   A cached connection to a master that has since died fails the same
+//!   way (the channel's reconnect is refused): the call never left.
 //! - Reads (`get`, `list`) are retried after any failure.
 //! - A write that failed once it reached the leader (connection lost,
 //!   ABORTED because leadership changed, timeout) may or may not have been
@@ -75,6 +77,19 @@ pub struct KvClient {
 fn not_leader(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable
         && (leader_hint(status).is_some() || status.message().starts_with("not the lead"))
+}
+
+/// A failure to (re)connect: the request never left this process, so
+/// nothing was proposed whatever the call was.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn connect(target: &str) -> Result<GrpcKv<Channel>, String> {
@@ -201,6 +216,12 @@ impl KvClient {
                             backoff = (backoff * 2).min(Duration::from_millis(300));
                         }
                     }
+                }
+                Ok(Err(status)) if never_sent(&status) => {
+                    self.forget(&target);
+                    last = format!("{target}: {status}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(300));
                 }
                 Ok(Err(status))
                     if matches!(
@@ -427,5 +448,20 @@ impl KvClient {
             }
         });
         rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_reconnect_is_known_not_sent_and_a_lost_call_is_not() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let status = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(never_sent(&status));
+        assert!(!never_sent(&tonic::Status::unavailable("connection reset")));
+        assert!(!never_sent(&tonic::Status::aborted("leadership changed")));
     }
 }
