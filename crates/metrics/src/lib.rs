@@ -16,6 +16,7 @@
 //! Names follow Prometheus' conventions: `meseta_<role>_<what>_<unit>`,
 //! counters end in `_total`, durations are seconds.
 
+pub mod collect;
 mod http;
 mod process;
 

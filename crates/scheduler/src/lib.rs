@@ -8,6 +8,7 @@ pub mod election;
 pub mod engine;
 pub mod events;
 pub mod launch;
+mod metrics;
 pub mod model;
 pub mod store;
 mod ui;
@@ -195,13 +196,20 @@ impl BoundScheduler {
         let config = self.config;
         let address = self.address;
         let (mode_tx, mode_rx) = watch::channel(Mode::Pending);
+        let metrics = Arc::new(metrics::SchedulerMetrics::new());
         let front = Front {
             mode: mode_rx,
             config: Arc::new(config.clone()),
             me: Arc::from(address.as_str()),
             proxy: election::proxy_client(),
+            metrics: metrics.clone(),
         };
-        let router = axum::Router::new().fallback(move |req: Request| front.clone().dispatch(req));
+        let router = axum::Router::new()
+            .fallback(move |req: Request| front.clone().dispatch(req))
+            .layer(axum::middleware::from_fn_with_state(
+                metrics.http.clone(),
+                meseta_metrics::track_http,
+            ));
         let http = tokio::spawn(meseta_proto::serve::serve(
             self.listener,
             router,
@@ -246,8 +254,10 @@ impl BoundScheduler {
                 term,
                 &mode_tx,
                 shutdown.clone(),
+                &metrics,
             )
             .await;
+            metrics.stand_by();
             mode_tx.send_replace(Mode::Pending);
             match end {
                 TermEnd::Shutdown => {
@@ -299,6 +309,8 @@ struct Front {
     config: Arc<SchedulerConfig>,
     me: Arc<str>,
     proxy: reqwest::Client,
+    /// Served by every scheduler itself, leader or not.
+    metrics: Arc<metrics::SchedulerMetrics>,
 }
 
 impl Front {
@@ -307,6 +319,13 @@ impl Front {
             // Marathon answers `/ping` always, at once.
             if req.uri().path().trim_end_matches('/') == "/ping" {
                 return "pong".into_response();
+            }
+            if matches!(
+                req.uri().path().trim_end_matches('/'),
+                "/metrics" | "/metrics/prometheus"
+            ) && req.method() == axum::http::Method::GET
+            {
+                return self.metrics.respond(req.headers());
             }
             // Web UIs refuse cross-site writes (browsers send Origin; API
             // clients send none and are not affected). Checked here, before
@@ -383,6 +402,7 @@ async fn lead(
     term: election::Term,
     mode: &watch::Sender<Mode>,
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+    metrics: &metrics::SchedulerMetrics,
 ) -> TermEnd {
     let keeper = election.hold(term);
     tokio::pin!(keeper);
@@ -435,6 +455,7 @@ async fn lead(
         actions: actions_rx,
     };
     let driver = tokio::spawn(driver.run(shared.clone()));
+    metrics.lead(&shared);
     mode.send_replace(Mode::Leader(api::service(shared.clone())));
     tracing::info!(address = %address, "leading: serving /v2");
     let end = tokio::select! {
