@@ -552,7 +552,11 @@ async fn run(cli: Cli) -> Result<()> {
         } => Ok(commands::cluster::status(&client).await?),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "meseta", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "meseta", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut out, &script);
             Ok(())
         }
     }

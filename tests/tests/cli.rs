@@ -1,0 +1,360 @@
+//! The `meseta` CLI, its Prometheus metrics and its logs, end to end
+//! (issue 15): the real binary against a `meseta up` cluster.
+//!
+//! - `meseta app add` of an example waits for the deployment, printing
+//!   progress, and exits 0 once the app runs; `--json` of the list commands
+//!   is valid JSON with the API's objects; completions are generated; an
+//!   invalid app shows Marathon's message with exit code 1; a dead first
+//!   address is skipped; `task kill --scale` lowers the instances.
+//! - `/metrics` of master, agent and scheduler parse with Prometheus' own
+//!   parser (Python's `prometheus_client`) and hold the named metrics with
+//!   values where there was activity.
+//! - A role's log written to a file carries no escape codes, and
+//!   `--log-format json` writes one JSON object a line.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use meseta_tests::cluster::free_ports;
+use meseta_tests::{in_ci, meseta_binary, wait_for, wait_until, with_cluster, Cluster};
+use serde_json::Value;
+
+/// `meseta <args>` with the cluster's addresses, each list led by a
+/// dead address (leader following must skip it).
+fn cli(c: &Cluster, args: &[&str]) -> Result<Output> {
+    let dead = format!("127.0.0.1:{}", free_ports(1)?[0]);
+    let marathon = format!("{dead},{}", c.marathon().base());
+    let master = format!("{dead},{}", c.master_address());
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--marathon", &marathon, "--master", &master]);
+    c.cli(&all)
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(out: Output, what: &str) -> Result<String> {
+    let (stdout, stderr) = text(&out);
+    ensure!(
+        out.status.success(),
+        "{what}: {} \nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    Ok(stdout)
+}
+
+fn json_of(c: &Cluster, args: &[&str]) -> Result<Value> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let stdout = ok(cli(c, &all)?, &all.join(" "))?;
+    serde_json::from_str(&stdout).with_context(|| format!("{args:?} --json printed:\n{stdout}"))
+}
+
+#[test]
+fn the_cli_deploys_lists_kills_and_explains_errors() {
+    with_cluster(Default::default(), |c| {
+        let example = meseta_tests::workspace_root().join("examples/apps/sleep.json");
+        let definition: Value = serde_json::from_str(&std::fs::read_to_string(&example)?)?;
+        let id = definition["id"].as_str().context("example id")?.to_string();
+        let instances = definition["instances"].as_u64().context("instances")?;
+        ensure!(instances >= 2, "the example must run 2+ instances");
+
+        // app add waits for the deployment and exits 0 once it runs.
+        let out = cli(c, &["app", "add", example.to_str().context("path")?])?;
+        let (_, stderr) = text(&out);
+        ok(out, "meseta app add")?;
+        ensure!(
+            stderr.contains("deployment ") && stderr.contains(&format!("{instances}/{instances} running")),
+            "no progress lines on stderr:\n{stderr}"
+        );
+        ensure!(!stderr.contains('\u{1b}'), "escape codes off a terminal:\n{stderr}");
+        let app = c.app(&id)?.context("the app exists")?;
+        ensure!(
+            app["tasksRunning"].as_u64() == Some(instances),
+            "app add returned before the tasks ran: {app}"
+        );
+
+        // --json of every list command is the API's JSON.
+        let apps = json_of(c, &["app", "list"])?;
+        ensure!(apps["apps"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == id.as_str())), "{apps}");
+        let tasks = json_of(c, &["task", "list", "--app", &id])?;
+        let tasks = tasks["tasks"].as_array().cloned().context("tasks")?;
+        ensure!(tasks.len() as u64 == instances, "{tasks:?}");
+        let agents = json_of(c, &["agent", "list"])?;
+        ensure!(agents.as_array().is_some_and(|a| a.len() == 1 && a[0]["id"].is_string()), "{agents}");
+        let frameworks = json_of(c, &["framework", "list"])?;
+        ensure!(frameworks.as_array().is_some_and(|f| f.iter().any(|f| f["name"] == "marathon")), "{frameworks}");
+        let groups = json_of(c, &["group", "list"])?;
+        ensure!(groups["id"] == "/", "{groups}");
+        let deployments = json_of(c, &["deployment", "list"])?;
+        ensure!(deployments.is_array(), "{deployments}");
+        let status = json_of(c, &["cluster", "status"])?;
+        ensure!(status["master"]["agents"] == 1 && status["marathon"]["name"].is_string(), "{status}");
+        let versions = json_of(c, &["app", "versions", &id])?;
+        ensure!(versions["versions"].as_array().is_some_and(|v| !v.is_empty()), "{versions}");
+
+        // People get tables.
+        let table = ok(cli(c, &["app", "list"])?, "app list")?;
+        ensure!(table.starts_with("ID") && table.contains(&id) && table.contains(&format!("{instances}/{instances}")), "{table}");
+
+        // task kill --scale lowers the instances by one.
+        let victim = tasks[0]["id"].as_str().context("task id")?.to_string();
+        let out = ok(cli(c, &["task", "kill", &victim, "--scale"])?, "task kill --scale")?;
+        ensure!(out.contains("scaled down"), "{out}");
+        wait_for("the app to scale down to one less", || {
+            let app = c.app(&id).map_err(|e| e.to_string())?.ok_or("app gone")?;
+            let left = c.app_tasks(&id).map_err(|e| e.to_string())?;
+            if app["instances"].as_u64() == Some(instances - 1)
+                && left.len() as u64 == instances - 1
+                && left.iter().all(|t| t["id"] != victim.as_str())
+            {
+                Ok(())
+            } else {
+                Err(format!("instances {}, tasks {}", app["instances"], left.len()))
+            }
+        })?;
+
+        // scale waits too.
+        ok(cli(c, &["app", "scale", &id, "1"])?, "app scale")?;
+        ensure!(c.app(&id)?.context("app")?["tasksRunning"] == 1, "scale returned early");
+
+        // Errors: the API's message and a documented exit code.
+        let dir = tempfile::tempdir()?;
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"id": "/bad", "cmd": "sleep 1", "cpus": -1, "instances": 1}"#)?;
+        let out = cli(c, &["app", "add", bad.to_str().context("path")?])?;
+        let (_, stderr) = text(&out);
+        ensure!(out.status.code() == Some(1), "invalid app: {} {stderr}", out.status);
+        ensure!(stderr.contains("/cpus") && stderr.contains("422"), "no API message: {stderr}");
+        let out = cli(c, &["app", "show", "/does-not-exist"])?;
+        let (_, stderr) = text(&out);
+        ensure!(out.status.code() == Some(4), "missing app: {} {stderr}", out.status);
+        ensure!(stderr.contains("does not exist"), "{stderr}");
+        let out = c.cli(&["app", "list", "--marathon", &format!("127.0.0.1:{}", free_ports(1)?[0])])?;
+        ensure!(out.status.code() == Some(3), "unreachable: {}", out.status);
+        let out = c.cli(&["app", "frobnicate"])?;
+        ensure!(out.status.code() == Some(2), "usage: {}", out.status);
+
+        // Completion scripts.
+        for (shell, marker) in [("bash", "_meseta()"), ("zsh", "#compdef meseta"), ("fish", "complete -c meseta")] {
+            let script = ok(c.cli(&["completions", shell])?, shell)?;
+            ensure!(script.contains(marker) && script.contains("deployment"), "{shell} completion:\n{}", &script[..script.len().min(400)]);
+        }
+
+        // task log reads the sandbox through the leading master.
+        let left = c.app_tasks(&id)?;
+        let task = left.first().and_then(|t| t["id"].as_str()).context("a task")?;
+        ok(cli(c, &["task", "log", task])?, "task log")?;
+        ok(cli(c, &["app", "remove", &id])?, "app remove")?;
+        Ok(())
+    });
+}
+
+/// Python's `prometheus_client` parser, or why it cannot run (a skip
+/// outside CI; `.ci/run` installs it).
+fn require_prometheus_parser() -> bool {
+    let found = Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    match (found, in_ci()) {
+        (true, _) => true,
+        (false, true) => panic!("python3 -m pip install prometheus_client (see .ci/run)"),
+        (false, false) => {
+            println!("skipping the metrics test: python3's prometheus_client is missing (CI installs it)");
+            false
+        }
+    }
+}
+
+/// Parses `text` with `prometheus_client`'s parser (`openmetrics`: the
+/// strict OpenMetrics one) into `name{labels} -> value`.
+fn parse_metrics(text: &str, openmetrics: bool) -> Result<BTreeMap<String, f64>> {
+    let parser = if openmetrics {
+        "from prometheus_client.openmetrics.parser import text_string_to_metric_families"
+    } else {
+        "from prometheus_client.parser import text_string_to_metric_families"
+    };
+    let script = format!(
+        "import sys, json\n{parser}\nout = {{}}\n\
+         for fam in text_string_to_metric_families(sys.stdin.read()):\n\
+         \x20   for s in fam.samples:\n\
+         \x20       labels = ','.join(f'{{k}}={{v}}' for k, v in sorted(s.labels.items()))\n\
+         \x20       out[s.name + '{{' + labels + '}}'] = s.value\n\
+         print(json.dumps(out))\n"
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running python3")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "the Prometheus parser refused the text: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn scrape(base: &str, path: &str, accept: Option<&str>) -> Result<(String, String)> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut req = client.get(format!("{base}{path}"));
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = req.send()?;
+    ensure!(resp.status().is_success(), "{path}: {}", resp.status());
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    Ok((ct, resp.text()?))
+}
+
+fn value(m: &BTreeMap<String, f64>, key: &str) -> Result<f64> {
+    m.get(key)
+        .copied()
+        .ok_or_else(|| anyhow!("{key} missing from {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+#[test]
+fn every_role_serves_prometheus_metrics_that_parse() {
+    if !require_prometheus_parser() {
+        return;
+    }
+    with_cluster(Default::default(), |c| {
+        let app = serde_json::json!({"id": "/metered", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "instances": 1});
+        c.create_app(&app)?;
+        c.wait_running("/metered", 1)?;
+        c.wait_deployments_done("/metered")?;
+
+        // The master, in both formats; counters moved with the launch.
+        let master = c.master().base().to_string();
+        let (ct, body) = scrape(&master, "/metrics", None)?;
+        ensure!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+        let m = parse_metrics(&body, false)?;
+        ensure!(value(&m, "meseta_master_offers_sent_total{}")? >= 1.0, "{body}");
+        ensure!(value(&m, "meseta_master_tasks_launched_total{}")? >= 1.0, "{body}");
+        ensure!(value(&m, "meseta_master_task_status_updates_total{}")? >= 1.0, "{body}");
+        ensure!(value(&m, "meseta_allocator_cycle_seconds_count{}")? >= 1.0, "{body}");
+        ensure!(value(&m, "meseta_raft_commit_seconds_count{}")? >= 1.0, "{body}");
+        ensure!(value(&m, "meseta_master_agents{state=connected}")? == 1.0, "{body}");
+        ensure!(value(&m, "meseta_master_frameworks{state=active}")? == 1.0, "{body}");
+        ensure!(value(&m, "meseta_master_tasks{state=TASK_RUNNING}")? >= 1.0, "{body}");
+        ensure!(value(&m, "meseta_master_elected{}")? == 1.0, "{body}");
+        ensure!(value(&m, "process_resident_memory_bytes{}")? > 0.0, "{body}");
+        ensure!(value(&m, "process_cpu_seconds_total{}")? > 0.0, "{body}");
+        ensure!(value(&m, "process_open_fds{}")? > 0.0, "{body}");
+        ensure!(value(&m, "process_start_time_seconds{}")? > 1.0e9, "{body}");
+        ensure!(
+            m.iter().any(|(k, v)| k.starts_with("meseta_http_requests_total{code=200") && *v >= 1.0),
+            "{body}"
+        );
+        let (ct, body) = scrape(&master, "/metrics/prometheus", Some("application/openmetrics-text;version=1.0.0"))?;
+        ensure!(ct.starts_with("application/openmetrics-text"), "{ct}");
+        let om = parse_metrics(&body, true)?;
+        ensure!(value(&om, "meseta_master_offers_sent_total{}")? >= 1.0, "{body}");
+        // Mesos' names stay on /metrics/snapshot.
+        let snapshot = c.master().get_json("/metrics/snapshot")?;
+        ensure!(snapshot["master/offers_sent"].as_u64().is_some_and(|n| n >= 1), "{snapshot}");
+
+        // The agent.
+        let (_, body) = scrape(c.agent().base(), "/metrics", None)?;
+        let a = parse_metrics(&body, false)?;
+        ensure!(value(&a, "meseta_agent_tasks{state=TASK_RUNNING}")? >= 1.0, "{body}");
+        ensure!(value(&a, "meseta_agent_task_status_updates_total{}")? >= 1.0, "{body}");
+        ensure!(value(&a, "meseta_agent_connected{}")? == 1.0, "{body}");
+        ensure!(value(&a, "meseta_agent_resources_milli{kind=used,resource=cpus}")? >= 100.0, "{body}");
+
+        // The scheduler; Marathon's JSON for Accept: application/json.
+        let marathon = c.marathon().base().to_string();
+        let (_, body) = scrape(&marathon, "/metrics", None)?;
+        let s = parse_metrics(&body, false)?;
+        ensure!(value(&s, "meseta_scheduler_leader{}")? == 1.0, "{body}");
+        ensure!(value(&s, "meseta_scheduler_apps{}")? == 1.0, "{body}");
+        ensure!(value(&s, "meseta_scheduler_deployments_active{}")? == 0.0, "{body}");
+        ensure!(value(&s, "meseta_scheduler_tasks{state=TASK_RUNNING}")? == 1.0, "{body}");
+        ensure!(
+            s.iter().any(|(k, v)| k.starts_with("meseta_http_requests_total{code=201,method=POST") && *v >= 1.0),
+            "{body}"
+        );
+        let (ct, body) = scrape(&marathon, "/metrics", Some("application/json"))?;
+        ensure!(ct.starts_with("application/json"), "{ct}");
+        let j: Value = serde_json::from_str(&body)?;
+        ensure!(j["gauges"]["marathon.apps.active.gauge"]["value"] == 1.0, "{j}");
+        ensure!(j["gauges"]["marathon.instances.running.gauge"]["value"] == 1.0, "{j}");
+        Ok(())
+    });
+}
+
+/// Runs `meseta master` on a free port with its stderr in a file, as a
+/// service manager would (no terminal, NO_COLOR unset), until its log
+/// says it listens; returns the log.
+fn master_log(extra: &[&str]) -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("master.log");
+    let port = free_ports(1)?[0];
+    let mut child = Command::new(meseta_binary())
+        .args(extra)
+        .arg("master")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let waited = wait_until("the master to log that it listens", meseta_tests::DEADLINE, Duration::from_millis(200), || {
+        let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+        if text.contains("master listening") {
+            Ok(text)
+        } else {
+            Err(format!("log so far: {text}"))
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    waited
+}
+
+#[test]
+fn logs_in_a_file_have_no_escape_codes_and_json_lines_parse() -> Result<()> {
+    let text = master_log(&[])?;
+    ensure!(!text.contains('\u{1b}'), "escape codes in a log file:\n{text}");
+    ensure!(text.lines().any(|l| l.contains("INFO")), "{text}");
+
+    let json = master_log(&["--log-format", "json"])?;
+    let mut lines = 0;
+    for line in json.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        ensure!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+        lines += 1;
+    }
+    ensure!(lines >= 1, "no JSON log line:\n{json}");
+    ensure!(json.contains("\"message\":\"master listening\""), "{json}");
+    Ok(())
+}
