@@ -71,10 +71,14 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
         let (_, stderr) = text(&out);
         ok(out, "meseta app add")?;
         ensure!(
-            stderr.contains("deployment ") && stderr.contains(&format!("{instances}/{instances} running")),
+            stderr.contains("deployment ")
+                && stderr.contains(&format!("{instances}/{instances} running")),
             "no progress lines on stderr:\n{stderr}"
         );
-        ensure!(!stderr.contains('\u{1b}'), "escape codes off a terminal:\n{stderr}");
+        ensure!(
+            !stderr.contains('\u{1b}'),
+            "escape codes off a terminal:\n{stderr}"
+        );
         let app = c.app(&id)?.context("the app exists")?;
         ensure!(
             app["tasksRunning"].as_u64() == Some(instances),
@@ -83,30 +87,61 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
 
         // --json of every list command is the API's JSON.
         let apps = json_of(c, &["app", "list"])?;
-        ensure!(apps["apps"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == id.as_str())), "{apps}");
+        ensure!(
+            apps["apps"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["id"] == id.as_str())),
+            "{apps}"
+        );
         let tasks = json_of(c, &["task", "list", "--app", &id])?;
         let tasks = tasks["tasks"].as_array().cloned().context("tasks")?;
         ensure!(tasks.len() as u64 == instances, "{tasks:?}");
         let agents = json_of(c, &["agent", "list"])?;
-        ensure!(agents.as_array().is_some_and(|a| a.len() == 1 && a[0]["id"].is_string()), "{agents}");
+        ensure!(
+            agents
+                .as_array()
+                .is_some_and(|a| a.len() == 1 && a[0]["id"].is_string()),
+            "{agents}"
+        );
         let frameworks = json_of(c, &["framework", "list"])?;
-        ensure!(frameworks.as_array().is_some_and(|f| f.iter().any(|f| f["name"] == "marathon")), "{frameworks}");
+        ensure!(
+            frameworks
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["name"] == "marathon")),
+            "{frameworks}"
+        );
         let groups = json_of(c, &["group", "list"])?;
         ensure!(groups["id"] == "/", "{groups}");
         let deployments = json_of(c, &["deployment", "list"])?;
         ensure!(deployments.is_array(), "{deployments}");
         let status = json_of(c, &["cluster", "status"])?;
-        ensure!(status["master"]["agents"] == 1 && status["marathon"]["name"].is_string(), "{status}");
+        ensure!(
+            status["master"]["agents"] == 1 && status["marathon"]["name"].is_string(),
+            "{status}"
+        );
         let versions = json_of(c, &["app", "versions", &id])?;
-        ensure!(versions["versions"].as_array().is_some_and(|v| !v.is_empty()), "{versions}");
+        ensure!(
+            versions["versions"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty()),
+            "{versions}"
+        );
 
         // People get tables.
         let table = ok(cli(c, &["app", "list"])?, "app list")?;
-        ensure!(table.starts_with("ID") && table.contains(&id) && table.contains(&format!("{instances}/{instances}")), "{table}");
+        ensure!(
+            table.starts_with("ID")
+                && table.contains(&id)
+                && table.contains(&format!("{instances}/{instances}")),
+            "{table}"
+        );
 
         // task kill --scale lowers the instances by one.
         let victim = tasks[0]["id"].as_str().context("task id")?.to_string();
-        let out = ok(cli(c, &["task", "kill", &victim, "--scale"])?, "task kill --scale")?;
+        let out = ok(
+            cli(c, &["task", "kill", &victim, "--scale"])?,
+            "task kill --scale",
+        )?;
         ensure!(out.contains("scaled down"), "{out}");
         wait_for("the app to scale down to one less", || {
             let app = c.app(&id).map_err(|e| e.to_string())?.ok_or("app gone")?;
@@ -117,40 +152,77 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
             {
                 Ok(())
             } else {
-                Err(format!("instances {}, tasks {}", app["instances"], left.len()))
+                Err(format!(
+                    "instances {}, tasks {}",
+                    app["instances"],
+                    left.len()
+                ))
             }
         })?;
 
         // scale waits too.
         ok(cli(c, &["app", "scale", &id, "1"])?, "app scale")?;
-        ensure!(c.app(&id)?.context("app")?["tasksRunning"] == 1, "scale returned early");
+        ensure!(
+            c.app(&id)?.context("app")?["tasksRunning"] == 1,
+            "scale returned early"
+        );
 
         // Errors: the API's message and a documented exit code.
         let dir = tempfile::tempdir()?;
         let bad = dir.path().join("bad.json");
-        std::fs::write(&bad, r#"{"id": "/bad", "cmd": "sleep 1", "cpus": -1, "instances": 1}"#)?;
+        std::fs::write(
+            &bad,
+            r#"{"id": "/bad", "cmd": "sleep 1", "cpus": -1, "instances": 1}"#,
+        )?;
         let out = cli(c, &["app", "add", bad.to_str().context("path")?])?;
         let (_, stderr) = text(&out);
-        ensure!(out.status.code() == Some(1), "invalid app: {} {stderr}", out.status);
-        ensure!(stderr.contains("/cpus") && stderr.contains("422"), "no API message: {stderr}");
+        ensure!(
+            out.status.code() == Some(1),
+            "invalid app: {} {stderr}",
+            out.status
+        );
+        ensure!(
+            stderr.contains("/cpus") && stderr.contains("422"),
+            "no API message: {stderr}"
+        );
         let out = cli(c, &["app", "show", "/does-not-exist"])?;
         let (_, stderr) = text(&out);
-        ensure!(out.status.code() == Some(4), "missing app: {} {stderr}", out.status);
+        ensure!(
+            out.status.code() == Some(4),
+            "missing app: {} {stderr}",
+            out.status
+        );
         ensure!(stderr.contains("does not exist"), "{stderr}");
-        let out = c.cli(&["app", "list", "--marathon", &format!("127.0.0.1:{}", free_ports(1)?[0])])?;
+        let out = c.cli(&[
+            "app",
+            "list",
+            "--marathon",
+            &format!("127.0.0.1:{}", free_ports(1)?[0]),
+        ])?;
         ensure!(out.status.code() == Some(3), "unreachable: {}", out.status);
         let out = c.cli(&["app", "frobnicate"])?;
         ensure!(out.status.code() == Some(2), "usage: {}", out.status);
 
         // Completion scripts.
-        for (shell, marker) in [("bash", "_meseta()"), ("zsh", "#compdef meseta"), ("fish", "complete -c meseta")] {
+        for (shell, marker) in [
+            ("bash", "_meseta()"),
+            ("zsh", "#compdef meseta"),
+            ("fish", "complete -c meseta"),
+        ] {
             let script = ok(c.cli(&["completions", shell])?, shell)?;
-            ensure!(script.contains(marker) && script.contains("deployment"), "{shell} completion:\n{}", &script[..script.len().min(400)]);
+            ensure!(
+                script.contains(marker) && script.contains("deployment"),
+                "{shell} completion:\n{}",
+                &script[..script.len().min(400)]
+            );
         }
 
         // task log reads the sandbox through the leading master.
         let left = c.app_tasks(&id)?;
-        let task = left.first().and_then(|t| t["id"].as_str()).context("a task")?;
+        let task = left
+            .first()
+            .and_then(|t| t["id"].as_str())
+            .context("a task")?;
         ok(cli(c, &["task", "log", task])?, "task log")?;
         ok(cli(c, &["app", "remove", &id])?, "app remove")?;
         Ok(())
@@ -255,38 +327,87 @@ fn every_role_serves_prometheus_metrics_that_parse() {
         let (ct, body) = scrape(&master, "/metrics", None)?;
         ensure!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
         let m = parse_metrics(&body, false)?;
-        ensure!(value(&m, "meseta_master_offers_sent_total{}")? >= 1.0, "{body}");
-        ensure!(value(&m, "meseta_master_tasks_launched_total{}")? >= 1.0, "{body}");
-        ensure!(value(&m, "meseta_master_task_status_updates_total{}")? >= 1.0, "{body}");
-        ensure!(value(&m, "meseta_allocator_cycle_seconds_count{}")? >= 1.0, "{body}");
-        ensure!(value(&m, "meseta_raft_commit_seconds_count{}")? >= 1.0, "{body}");
-        ensure!(value(&m, "meseta_master_agents{state=connected}")? == 1.0, "{body}");
-        ensure!(value(&m, "meseta_master_frameworks{state=active}")? == 1.0, "{body}");
-        ensure!(value(&m, "meseta_master_tasks{state=TASK_RUNNING}")? >= 1.0, "{body}");
+        ensure!(
+            value(&m, "meseta_master_offers_sent_total{}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_master_tasks_launched_total{}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_master_task_status_updates_total{}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_allocator_cycle_seconds_count{}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_raft_commit_seconds_count{}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_master_agents{state=connected}")? == 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_master_frameworks{state=active}")? == 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&m, "meseta_master_tasks{state=TASK_RUNNING}")? >= 1.0,
+            "{body}"
+        );
         ensure!(value(&m, "meseta_master_elected{}")? == 1.0, "{body}");
-        ensure!(value(&m, "process_resident_memory_bytes{}")? > 0.0, "{body}");
+        ensure!(
+            value(&m, "process_resident_memory_bytes{}")? > 0.0,
+            "{body}"
+        );
         ensure!(value(&m, "process_cpu_seconds_total{}")? > 0.0, "{body}");
         ensure!(value(&m, "process_open_fds{}")? > 0.0, "{body}");
         ensure!(value(&m, "process_start_time_seconds{}")? > 1.0e9, "{body}");
         ensure!(
-            m.iter().any(|(k, v)| k.starts_with("meseta_http_requests_total{code=200") && *v >= 1.0),
+            m.iter()
+                .any(|(k, v)| k.starts_with("meseta_http_requests_total{code=200") && *v >= 1.0),
             "{body}"
         );
-        let (ct, body) = scrape(&master, "/metrics/prometheus", Some("application/openmetrics-text;version=1.0.0"))?;
+        let (ct, body) = scrape(
+            &master,
+            "/metrics/prometheus",
+            Some("application/openmetrics-text;version=1.0.0"),
+        )?;
         ensure!(ct.starts_with("application/openmetrics-text"), "{ct}");
         let om = parse_metrics(&body, true)?;
-        ensure!(value(&om, "meseta_master_offers_sent_total{}")? >= 1.0, "{body}");
+        ensure!(
+            value(&om, "meseta_master_offers_sent_total{}")? >= 1.0,
+            "{body}"
+        );
         // Mesos' names stay on /metrics/snapshot.
         let snapshot = c.master().get_json("/metrics/snapshot")?;
-        ensure!(snapshot["master/offers_sent"].as_u64().is_some_and(|n| n >= 1), "{snapshot}");
+        ensure!(
+            snapshot["master/offers_sent"]
+                .as_u64()
+                .is_some_and(|n| n >= 1),
+            "{snapshot}"
+        );
 
         // The agent.
         let (_, body) = scrape(c.agent().base(), "/metrics", None)?;
         let a = parse_metrics(&body, false)?;
-        ensure!(value(&a, "meseta_agent_tasks{state=TASK_RUNNING}")? >= 1.0, "{body}");
-        ensure!(value(&a, "meseta_agent_task_status_updates_total{}")? >= 1.0, "{body}");
+        ensure!(
+            value(&a, "meseta_agent_tasks{state=TASK_RUNNING}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&a, "meseta_agent_task_status_updates_total{}")? >= 1.0,
+            "{body}"
+        );
         ensure!(value(&a, "meseta_agent_connected{}")? == 1.0, "{body}");
-        ensure!(value(&a, "meseta_agent_resources_milli{kind=used,resource=cpus}")? >= 100.0, "{body}");
+        ensure!(
+            value(&a, "meseta_agent_resources_milli{kind=used,resource=cpus}")? >= 100.0,
+            "{body}"
+        );
 
         // The scheduler; Marathon's JSON for Accept: application/json.
         let marathon = c.marathon().base().to_string();
@@ -294,17 +415,32 @@ fn every_role_serves_prometheus_metrics_that_parse() {
         let s = parse_metrics(&body, false)?;
         ensure!(value(&s, "meseta_scheduler_leader{}")? == 1.0, "{body}");
         ensure!(value(&s, "meseta_scheduler_apps{}")? == 1.0, "{body}");
-        ensure!(value(&s, "meseta_scheduler_deployments_active{}")? == 0.0, "{body}");
-        ensure!(value(&s, "meseta_scheduler_tasks{state=TASK_RUNNING}")? == 1.0, "{body}");
         ensure!(
-            s.iter().any(|(k, v)| k.starts_with("meseta_http_requests_total{code=201,method=POST") && *v >= 1.0),
+            value(&s, "meseta_scheduler_deployments_active{}")? == 0.0,
+            "{body}"
+        );
+        ensure!(
+            value(&s, "meseta_scheduler_tasks{state=TASK_RUNNING}")? == 1.0,
+            "{body}"
+        );
+        ensure!(
+            s.iter().any(
+                |(k, v)| k.starts_with("meseta_http_requests_total{code=201,method=POST")
+                    && *v >= 1.0
+            ),
             "{body}"
         );
         let (ct, body) = scrape(&marathon, "/metrics", Some("application/json"))?;
         ensure!(ct.starts_with("application/json"), "{ct}");
         let j: Value = serde_json::from_str(&body)?;
-        ensure!(j["gauges"]["marathon.apps.active.gauge"]["value"] == 1.0, "{j}");
-        ensure!(j["gauges"]["marathon.instances.running.gauge"]["value"] == 1.0, "{j}");
+        ensure!(
+            j["gauges"]["marathon.apps.active.gauge"]["value"] == 1.0,
+            "{j}"
+        );
+        ensure!(
+            j["gauges"]["marathon.instances.running.gauge"]["value"] == 1.0,
+            "{j}"
+        );
         Ok(())
     });
 }
@@ -328,14 +464,19 @@ fn master_log(extra: &[&str]) -> Result<String> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
-    let waited = wait_until("the master to log that it listens", meseta_tests::DEADLINE, Duration::from_millis(200), || {
-        let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
-        if text.contains("master listening") {
-            Ok(text)
-        } else {
-            Err(format!("log so far: {text}"))
-        }
-    });
+    let waited = wait_until(
+        "the master to log that it listens",
+        meseta_tests::DEADLINE,
+        Duration::from_millis(200),
+        || {
+            let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+            if text.contains("master listening") {
+                Ok(text)
+            } else {
+                Err(format!("log so far: {text}"))
+            }
+        },
+    );
     let _ = child.kill();
     let _ = child.wait();
     waited
@@ -344,14 +485,20 @@ fn master_log(extra: &[&str]) -> Result<String> {
 #[test]
 fn logs_in_a_file_have_no_escape_codes_and_json_lines_parse() -> Result<()> {
     let text = master_log(&[])?;
-    ensure!(!text.contains('\u{1b}'), "escape codes in a log file:\n{text}");
+    ensure!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file:\n{text}"
+    );
     ensure!(text.lines().any(|l| l.contains("INFO")), "{text}");
 
     let json = master_log(&["--log-format", "json"])?;
     let mut lines = 0;
     for line in json.lines().filter(|l| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
-        ensure!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+        ensure!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
         lines += 1;
     }
     ensure!(lines >= 1, "no JSON log line:\n{json}");

@@ -92,9 +92,7 @@ enum Command {
         command: ClusterCommand,
     },
     /// Print a shell completion script: `meseta completions bash|zsh|fish`.
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -391,8 +389,7 @@ fn init_logging(format: LogFormat) {
             .with_current_span(false)
             .init(),
         LogFormat::Text => {
-            let colour =
-                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             builder.with_ansi(colour).init()
         }
     }

@@ -47,9 +47,7 @@ pub async fn print(
         let chunk = sandbox
             .read(&client, file, offset, Some(CHUNK))
             .await
-            .map_err(|e| {
-                CliError::Unreachable(format!("reading {file} of task {task_id}: {e}"))
-            })?;
+            .map_err(|e| CliError::Unreachable(format!("reading {file} of task {task_id}: {e}")))?;
         let read = chunk.data.len() as u64;
         if read > 0 {
             let mut out = std::io::stdout().lock();

@@ -121,7 +121,9 @@ mod tests {
         let mut om = HeaderMap::new();
         om.insert(
             header::ACCEPT,
-            "application/openmetrics-text;version=1.0.0".parse().expect("header"),
+            "application/openmetrics-text;version=1.0.0"
+                .parse()
+                .expect("header"),
         );
         let (ct, text) = encode(&registry, &om).expect("encodes");
         assert!(ct.starts_with("application/openmetrics-text"));

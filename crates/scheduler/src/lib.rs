@@ -252,9 +252,11 @@ impl BoundScheduler {
                 self.info.clone(),
                 &election,
                 term,
-                &mode_tx,
+                FrontHandles {
+                    mode: &mode_tx,
+                    metrics: &metrics,
+                },
                 shutdown.clone(),
-                &metrics,
             )
             .await;
             metrics.stand_by();
@@ -383,6 +385,13 @@ impl Front {
     }
 }
 
+/// What a leader publishes to the HTTP front: the mode requests are served
+/// in, and the state `/metrics` reads.
+struct FrontHandles<'a> {
+    mode: &'a watch::Sender<Mode>,
+    metrics: &'a metrics::SchedulerMetrics,
+}
+
 /// How a leadership term ended.
 enum TermEnd {
     Shutdown,
@@ -400,10 +409,10 @@ async fn lead(
     info: pb::FrameworkInfo,
     election: &election::Election,
     term: election::Term,
-    mode: &watch::Sender<Mode>,
+    front: FrontHandles<'_>,
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
-    metrics: &metrics::SchedulerMetrics,
 ) -> TermEnd {
+    let FrontHandles { mode, metrics } = front;
     let keeper = election.hold(term);
     tokio::pin!(keeper);
     let store = store::Store::new(config.masters.clone(), &config.framework_name);

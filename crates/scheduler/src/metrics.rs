@@ -113,13 +113,22 @@ impl SchedulerMetrics {
         };
         put("marathon.apps.active.gauge", counts.apps as f64);
         put("marathon.groups.active.gauge", counts.groups as f64);
-        put("marathon.deployments.active.gauge", counts.deployments as f64);
-        put("marathon.instances.running.gauge", task("TASK_RUNNING") as f64);
+        put(
+            "marathon.deployments.active.gauge",
+            counts.deployments as f64,
+        );
+        put(
+            "marathon.instances.running.gauge",
+            task("TASK_RUNNING") as f64,
+        );
         put(
             "marathon.instances.staged.gauge",
             (task("TASK_STAGING") + task("TASK_STARTING")) as f64,
         );
-        put("marathon.instances.launch-overdue.gauge", counts.queue as f64);
+        put(
+            "marathon.instances.launch-overdue.gauge",
+            counts.queue as f64,
+        );
         put(
             "marathon.uptime.gauge.seconds",
             self.started.elapsed().as_secs_f64(),

@@ -102,7 +102,12 @@ pub fn error_message(body: &str) -> String {
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| v.to_string());
-    for d in v.get("details").and_then(Value::as_array).into_iter().flatten() {
+    for d in v
+        .get("details")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let path = d.get("path").and_then(Value::as_str).unwrap_or("");
         let errors: Vec<String> = match d.get("errors") {
             Some(Value::Array(a)) => a
@@ -115,9 +120,16 @@ pub fn error_message(body: &str) -> String {
         out.push_str(&format!("\n  {path}: {}", errors.join("; ")));
     }
     // Marathon's 409 names the deployments in the way.
-    for d in v.get("deployments").and_then(Value::as_array).into_iter().flatten() {
+    for d in v
+        .get("deployments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(id) = d.get("id").and_then(Value::as_str) {
-            out.push_str(&format!("\n  deployment in the way: {id} (retry with --force)"));
+            out.push_str(&format!(
+                "\n  deployment in the way: {id} (retry with --force)"
+            ));
         }
     }
     out

@@ -97,7 +97,12 @@ pub async fn run(cmd: AgentCommand) -> Result<(), CliError> {
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                    .flat_map(|f| f.get("tasks").and_then(Value::as_array).into_iter().flatten())
+                    .flat_map(|f| {
+                        f.get("tasks")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                    })
                     .filter(|t| t.get("slave_id").and_then(Value::as_str) == Some(id))
                     .count()
             };
@@ -186,6 +191,9 @@ mod tests {
             agent_state(&json!({"active": true, "drain_info": {"state": "DRAINING"}})),
             "draining"
         );
-        assert_eq!(agent_state(&json!({"active": true, "deactivated": true})), "deactivated");
+        assert_eq!(
+            agent_state(&json!({"active": true, "deactivated": true})),
+            "deactivated"
+        );
     }
 }

@@ -267,7 +267,15 @@ async fn list(api: &Api, json: bool) -> Result<(), CliError> {
         })
         .collect();
     output::table(
-        &["ID", "RUNNING", "HEALTHY", "CPUS", "MEM", "DEPLOYING", "CMD"],
+        &[
+            "ID",
+            "RUNNING",
+            "HEALTHY",
+            "CPUS",
+            "MEM",
+            "DEPLOYING",
+            "CMD",
+        ],
         &rows,
     );
     Ok(())

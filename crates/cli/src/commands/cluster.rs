@@ -58,7 +58,11 @@ pub async fn status(client: &ClientArgs) -> Result<(), CliError> {
     println!("tasks          {tasks}");
     match marathon {
         Ok(info) => {
-            println!("marathon       {} (version {})", text(&info, "leader"), text(&info, "version"));
+            println!(
+                "marathon       {} (version {})",
+                text(&info, "leader"),
+                text(&info, "version")
+            );
             println!("framework id   {}", text(&info, "frameworkId"));
         }
         Err(e) => println!("marathon       unreachable: {e}"),

@@ -44,7 +44,9 @@ pub async fn list(client: &ClientArgs) -> Result<(), CliError> {
         })
         .collect();
     output::table(
-        &["ID", "NAME", "ROLE", "STATE", "TASKS", "CPUS", "MEM", "WEBUI"],
+        &[
+            "ID", "NAME", "ROLE", "STATE", "TASKS", "CPUS", "MEM", "WEBUI",
+        ],
         &rows,
     );
     Ok(())

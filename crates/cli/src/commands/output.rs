@@ -56,7 +56,9 @@ pub fn text(v: &Value, key: &str) -> String {
 
 /// A number field as shown in tables (no trailing `.0`).
 pub fn number(v: &Value, key: &str) -> String {
-    v.get(key).and_then(Value::as_f64).map_or("-".into(), fmt_number)
+    v.get(key)
+        .and_then(Value::as_f64)
+        .map_or("-".into(), fmt_number)
 }
 
 pub fn fmt_number(n: f64) -> String {

@@ -83,7 +83,10 @@ async fn snapshot(api: &Api, deployment: &str, app: Option<&str>) -> Result<Snap
     };
     if let Some(app) = app {
         match api
-            .get(&format!("/v2/apps/{}?embed=app.lastTaskFailure", path_id(app)))
+            .get(&format!(
+                "/v2/apps/{}?embed=app.lastTaskFailure",
+                path_id(app)
+            ))
             .await
         {
             Ok(v) => {
@@ -123,11 +126,10 @@ impl Display {
     fn new(deployment: &str) -> Display {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
-            let style = ProgressStyle::with_template(
-                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+            let style =
+                ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> ");
             bar.set_style(style);
             bar.set_prefix(format!("deployment {}", short_id(deployment)));
             bar.enable_steady_tick(Duration::from_millis(120));

@@ -80,10 +80,7 @@ pub async fn run(client: &ClientArgs, cmd: TaskCommand) -> Result<(), CliError> 
             let answer = api
                 .json(
                     Method::DELETE,
-                    &format!(
-                        "/v2/apps/{}/tasks/{task_id}?scale={scale}",
-                        path_id(&app)
-                    ),
+                    &format!("/v2/apps/{}/tasks/{task_id}?scale={scale}", path_id(&app)),
                     None,
                 )
                 .await?;

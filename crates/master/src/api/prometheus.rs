@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use meseta_core::TaskStateExt;
-use meseta_metrics::prometheus_client::collector::Collector;
 use meseta_metrics::collect::{counter, gauges, one};
+use meseta_metrics::prometheus_client::collector::Collector;
 use meseta_metrics::prometheus_client::encoding::DescriptorEncoder;
 use meseta_metrics::prometheus_client::registry::{Registry, Unit};
 use meseta_metrics::HttpMetrics;
