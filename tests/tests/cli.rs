@@ -430,6 +430,35 @@ fn every_role_serves_prometheus_metrics_that_parse() {
             ),
             "{body}"
         );
+        // Every metric the Grafana dashboard in deploy/ queries exists.
+        let served: std::collections::BTreeSet<String> = m
+            .keys()
+            .chain(a.keys())
+            .chain(s.keys())
+            .filter_map(|k| k.split('{').next().map(str::to_string))
+            .collect();
+        let dashboard = meseta_tests::workspace_root().join("deploy/grafana/meseta.json");
+        let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&dashboard)?)?;
+        let mut queried = 0;
+        for panel in dashboard["panels"].as_array().context("panels")? {
+            for target in panel["targets"].as_array().context("targets")? {
+                let expr = target["expr"].as_str().context("expr")?;
+                for name in expr
+                    .split(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                    .filter(|w| w.starts_with("meseta_") || w.starts_with("process_"))
+                {
+                    queried += 1;
+                    ensure!(
+                        served.contains(name),
+                        "the dashboard queries {name}, which no role serves"
+                    );
+                }
+            }
+        }
+        ensure!(
+            queried >= 10,
+            "the dashboard queries only {queried} metrics"
+        );
         let (ct, body) = scrape(&marathon, "/metrics", Some("application/json"))?;
         ensure!(ct.starts_with("application/json"), "{ct}");
         let j: Value = serde_json::from_str(&body)?;
