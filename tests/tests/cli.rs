@@ -225,8 +225,119 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
             .context("a task")?;
         ok(cli(c, &["task", "log", task])?, "task log")?;
         ok(cli(c, &["app", "remove", &id])?, "app remove")?;
+
+        follow_a_log(c)?;
+        drain_and_reactivate(c)?;
         Ok(())
     });
+}
+
+/// `task log --follow` prints what the task writes after the command
+/// started.
+fn follow_a_log(c: &Cluster) -> Result<()> {
+    let app = serde_json::json!({
+        "id": "/ticker", "cpus": 0.1, "mem": 32, "instances": 1,
+        "cmd": "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done",
+    });
+    c.create_app(&app)?;
+    let task = c.wait_running("/ticker", 1)?;
+    let task = task[0]["id"].as_str().context("task id")?.to_string();
+    let marathon = c.marathon().base().to_string();
+    let mut child = Command::new(meseta_binary())
+        .args(["task", "log", &task, "--follow", "--marathon", &marathon])
+        .args(["--master", c.master_address()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = None;
+    let result = wait_for("--follow to print ticks written after it started", || {
+        while let Ok(line) = rx.try_recv() {
+            let n: u64 = line
+                .strip_prefix("tick ")
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| format!("unexpected line {line:?}"))?;
+            let start = *first.get_or_insert(n);
+            if n >= start + 5 {
+                return Ok(());
+            }
+        }
+        Err(format!("first tick seen: {first:?}"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    result?;
+    ok(cli(c, &["app", "remove", "/ticker"])?, "app remove /ticker")?;
+    Ok(())
+}
+
+/// `agent drain` / `reactivate` speak Mesos' operator calls. A master that
+/// serves them shows the agent draining (or deactivated) and back; one
+/// that refuses them gets its answer shown with exit code 1, not a crash.
+fn drain_and_reactivate(c: &Cluster) -> Result<()> {
+    let agents = json_of(c, &["agent", "list"])?;
+    let agent = agents[0]["id"].as_str().context("agent id")?.to_string();
+    let out = cli(c, &["agent", "drain", &agent, "--grace", "2"])?;
+    let (_, stderr) = text(&out);
+    if !out.status.success() {
+        ensure!(
+            out.status.code() == Some(1),
+            "drain: {} {stderr}",
+            out.status
+        );
+        let message = stderr
+            .trim()
+            .strip_prefix("meseta: POST /api/v1: ")
+            .with_context(|| format!("drain error without the call: {stderr}"))?;
+        ensure!(
+            message.len() > 4 && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        println!("the master refused DRAIN_AGENT (exit 1): {message}");
+        return Ok(());
+    }
+    wait_for("the agent to show as draining or deactivated", || {
+        let agents = json_of(c, &["agent", "list"]).map_err(|e| e.to_string())?;
+        let a = &agents[0];
+        if a["deactivated"] == true || a["drain_info"].is_object() {
+            Ok(())
+        } else {
+            Err(a.to_string())
+        }
+    })?;
+    let table = ok(cli(c, &["agent", "list"])?, "agent list")?;
+    ensure!(
+        ["draining", "drained", "deactivated"]
+            .iter()
+            .any(|s| table.contains(s)),
+        "{table}"
+    );
+    ok(
+        cli(c, &["agent", "reactivate", &agent])?,
+        "agent reactivate",
+    )?;
+    wait_for("the agent to be active again", || {
+        let agents = json_of(c, &["agent", "list"]).map_err(|e| e.to_string())?;
+        let a = &agents[0];
+        if a["deactivated"] != true && a["active"] == true {
+            Ok(())
+        } else {
+            Err(a.to_string())
+        }
+    })?;
+    Ok(())
 }
 
 /// Python's `prometheus_client` parser, or why it cannot run (a skip
