@@ -226,10 +226,41 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
         ok(cli(c, &["task", "log", task])?, "task log")?;
         ok(cli(c, &["app", "remove", &id])?, "app remove")?;
 
+        add_waits_for_health(c)?;
         follow_a_log(c)?;
         drain_and_reactivate(c)?;
         Ok(())
     });
+}
+
+/// `app add` of the http-server example with an HTTP health check waits
+/// until the task is healthy, not merely running.
+fn add_waits_for_health(c: &Cluster) -> Result<()> {
+    let example = meseta_tests::workspace_root().join("examples/apps/http-server.json");
+    let mut app: Value = serde_json::from_str(&std::fs::read_to_string(&example)?)?;
+    app["healthChecks"] = serde_json::json!([{
+        "protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
+        "gracePeriodSeconds": 60, "intervalSeconds": 1, "timeoutSeconds": 5,
+        "delaySeconds": 0, "maxConsecutiveFailures": 3,
+    }]);
+    let id = app["id"].as_str().context("id")?.to_string();
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("web.json");
+    std::fs::write(&file, app.to_string())?;
+    let out = cli(c, &["app", "add", file.to_str().context("path")?])?;
+    let (_, stderr) = text(&out);
+    ok(out, "app add with a health check")?;
+    ensure!(
+        stderr.contains("1/1 healthy"),
+        "no healthy progress:\n{stderr}"
+    );
+    let app = c.app(&id)?.context("app")?;
+    ensure!(
+        app["tasksHealthy"] == 1,
+        "app add returned before the task was healthy: {app}"
+    );
+    ok(cli(c, &["app", "remove", &id])?, "app remove")?;
+    Ok(())
 }
 
 /// `task log --follow` prints what the task writes after the command
