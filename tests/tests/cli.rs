@@ -676,3 +676,69 @@ fn logs_in_a_file_have_no_escape_codes_and_json_lines_parse() -> Result<()> {
     ensure!(json.contains("\"message\":\"master listening\""), "{json}");
     Ok(())
 }
+
+/// From a follower master and a standby scheduler the CLI reaches the
+/// leaders; when a leader dies, a list led by its dead address reaches the
+/// new one.
+#[test]
+fn the_cli_follows_the_leaders_through_failovers() -> Result<()> {
+    use meseta_tests::masters::{Masters, ELECTION_DEADLINE};
+    const T: Duration = Duration::from_secs(120);
+    let mut m = Masters::start(3)?;
+    m.start_agent("cpus:2;mem:1024")?;
+    let first = m.start_scheduler()?;
+    m.wait_scheduler_elected(&first, ELECTION_DEADLINE)?;
+    let standby = m.start_scheduler()?;
+    m.run(|m| {
+        let addrs = m.addrs.clone();
+        let leader = m.leader()?;
+        let follower = (leader + 1) % addrs.len();
+        let status: Value = serde_json::from_str(&m.cli(
+            &["cluster", "status", "--json", "--master", &addrs[follower], "--marathon", &standby],
+            T,
+        )?)?;
+        ensure!(
+            status["master"]["leader"] == format!("master@{}", addrs[leader]).as_str(),
+            "{status}"
+        );
+        ensure!(status["marathon"]["leader"] == first.as_str(), "{status}");
+
+        // An app added through the standby's address, waited for.
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("app.json");
+        std::fs::write(
+            &file,
+            r#"{"id": "/followed", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 1, "portDefinitions": []}"#,
+        )?;
+        let path = file.to_str().context("path")?;
+        m.cli(&["app", "add", path, "--marathon", &standby], T)?;
+
+        // The leading master dies: a list led by its address finds the next.
+        m.kill_master(leader);
+        m.wait_leader(Some(leader))?;
+        let masters = format!("{},{}", addrs[leader], addrs[follower]);
+        wait_for("the agent to be listed by the new leader", || {
+            let out = m
+                .cli(&["agent", "list", "--json", "--master", &masters], T)
+                .map_err(|e| format!("{e:#}"))?;
+            let agents: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            match agents.as_array() {
+                Some(a) if a.len() == 1 => Ok(()),
+                _ => Err(out),
+            }
+        })?;
+
+        // The leading scheduler dies: the standby takes over.
+        m.kill_scheduler(&first);
+        m.wait_scheduler_elected(&standby, Duration::from_secs(90))?;
+        let schedulers = format!("{first},{standby}");
+        let apps: Value = serde_json::from_str(
+            &m.cli(&["app", "list", "--json", "--marathon", &schedulers], T)?,
+        )?;
+        ensure!(
+            apps["apps"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == "/followed")),
+            "{apps}"
+        );
+        Ok(())
+    })
+}

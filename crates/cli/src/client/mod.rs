@@ -37,7 +37,7 @@ pub enum CliError {
     /// 404, or the thing is missing from a listing.
     #[error("{0}")]
     NotFound(String),
-    /// None of the addresses answered.
+    /// None of the addresses answered, or the API has no leader (503).
     #[error("{0}")]
     Unreachable(String),
     #[error("{0}")]
@@ -273,6 +273,13 @@ impl Api {
             .map_err(|e| CliError::Unreachable(format!("{method} {path}: {}", short(&e))))?;
         if status.as_u16() == 404 {
             return Err(CliError::NotFound(error_message(&text)));
+        }
+        // 503: the API is up but has no leader (an election, no master).
+        if status.as_u16() == 503 {
+            return Err(CliError::Unreachable(format!(
+                "{method} {path}: {status}: {}",
+                error_message(&text)
+            )));
         }
         if !status.is_success() {
             return Err(CliError::Refused {
