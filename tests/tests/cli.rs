@@ -167,8 +167,101 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
             "scale returned early"
         );
 
-        // Errors: the API's message and a documented exit code.
+        // restart replaces the task; rollback to the first version brings
+        // back its instances; both wait.
+        let before = c.app_tasks(&id)?;
+        ok(cli(c, &["app", "restart", &id])?, "app restart")?;
+        let after = c.app_tasks(&id)?;
+        ensure!(
+            after.len() == 1 && after[0]["id"] != before[0]["id"],
+            "restart kept {before:?} -> {after:?}"
+        );
+        let versions = json_of(c, &["app", "versions", &id])?;
+        let oldest = versions["versions"]
+            .as_array()
+            .and_then(|v| v.last())
+            .and_then(Value::as_str)
+            .context("oldest version")?
+            .to_string();
+        ok(cli(c, &["app", "rollback", &id, &oldest])?, "app rollback")?;
+        let app = c.app(&id)?.context("app")?;
+        ensure!(
+            app["instances"].as_u64() == Some(instances)
+                && app["tasksRunning"].as_u64() == Some(instances),
+            "rollback to {oldest}: {app}"
+        );
+
+        // Groups.
         let dir = tempfile::tempdir()?;
+        let group = dir.path().join("group.json");
+        std::fs::write(
+            &group,
+            r#"{"id": "/grp", "apps": [{"id": "/grp/a", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "instances": 1}]}"#,
+        )?;
+        ok(
+            cli(c, &["group", "add", group.to_str().context("path")?])?,
+            "group add",
+        )?;
+        let shown = json_of(c, &["group", "show", "/grp"])?;
+        ensure!(shown["apps"][0]["id"] == "/grp/a", "{shown}");
+        ensure!(
+            c.app("/grp/a")?.context("group app")?["tasksRunning"] == 1,
+            "group add returned early"
+        );
+        let listed = ok(cli(c, &["group", "list"])?, "group list")?;
+        ensure!(
+            listed.contains("/grp") && listed.contains("/grp/a"),
+            "{listed}"
+        );
+        ok(cli(c, &["group", "remove", "/grp"])?, "group remove")?;
+
+        // A deployment that cannot finish: --detach, watch times out (5),
+        // rollback stops it.
+        let huge = dir.path().join("huge.json");
+        std::fs::write(
+            &huge,
+            r#"{"id": "/huge", "cmd": "sleep 1000", "cpus": 64, "mem": 16, "instances": 1}"#,
+        )?;
+        let out = ok(
+            cli(
+                c,
+                &["app", "add", huge.to_str().context("path")?, "--detach"],
+            )?,
+            "app add --detach",
+        )?;
+        ensure!(out.contains("deployment "), "{out}");
+        let deployments = json_of(c, &["deployment", "list"])?;
+        let deployment = deployments
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["affectedApps"][0] == "/huge"))
+            .and_then(|d| d["id"].as_str())
+            .with_context(|| format!("no deployment of /huge in {deployments}"))?
+            .to_string();
+        let out = cli(c, &["deployment", "watch", &deployment, "--timeout", "2"])?;
+        let (_, stderr) = text(&out);
+        ensure!(
+            out.status.code() == Some(5),
+            "watch: {} {stderr}",
+            out.status
+        );
+        ensure!(stderr.contains("timed out"), "{stderr}");
+        ok(
+            cli(c, &["deployment", "rollback", &deployment])?,
+            "deployment rollback",
+        )?;
+        wait_for("the rolled back deployment to be gone", || {
+            let list = json_of(c, &["deployment", "list"]).map_err(|e| e.to_string())?;
+            if list
+                .as_array()
+                .is_some_and(|d| d.iter().all(|d| d["id"] != deployment.as_str()))
+            {
+                Ok(())
+            } else {
+                Err(list.to_string())
+            }
+        })?;
+
+        // Errors: the API's message and a documented exit code.
         let bad = dir.path().join("bad.json");
         std::fs::write(
             &bad,
