@@ -144,16 +144,16 @@ impl SchedulerMetrics {
     }
 }
 
-#[derive(Debug)]
 struct EngineCollector {
     leading: Leading,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for EngineCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("address", &self.address)
-            .finish_non_exhaustive()
+        let leading = self.leading.read().map(|l| l.is_some()).unwrap_or(false);
+        f.debug_struct("EngineCollector")
+            .field("leading", &leading)
+            .finish()
     }
 }
 
