@@ -49,62 +49,11 @@ enum Command {
     Agent(AgentArgs),
     /// The Marathon-compatible scheduler (/v2 API).
     Scheduler(SchedulerArgs),
-    /// Apps: list, show, add, update, scale, restart, remove, versions, rollback.
-    App {
-        #[command(flatten)]
-        client: commands::ClientArgs,
-        #[command(subcommand)]
-        command: commands::app::AppCommand,
-    },
-    /// Groups: list, show, add, remove.
-    Group {
-        #[command(flatten)]
-        client: commands::ClientArgs,
-        #[command(subcommand)]
-        command: commands::group::GroupCommand,
-    },
-    /// Deployments: list, watch, rollback.
-    Deployment {
-        #[command(flatten)]
-        client: commands::ClientArgs,
-        #[command(subcommand)]
-        command: commands::deployment::DeploymentCommand,
-    },
-    /// Tasks: list, log (--follow), kill (--scale).
-    Task {
-        #[command(flatten)]
-        client: commands::ClientArgs,
-        #[command(subcommand)]
-        command: commands::task::TaskCommand,
-    },
-    /// Frameworks registered with the master: `meseta framework list`.
-    Framework {
-        #[command(flatten)]
-        client: commands::ClientArgs,
-        #[command(subcommand)]
-        command: FrameworkCommand,
-    },
-    /// The cluster at a glance: `meseta cluster status`.
-    Cluster {
-        #[command(flatten)]
-        client: commands::ClientArgs,
-        #[command(subcommand)]
-        command: ClusterCommand,
-    },
+    /// The client commands: app, group, deployment, task, framework, cluster.
+    #[command(flatten)]
+    Client(commands::ClientCommand),
     /// Print a shell completion script: `meseta completions bash|zsh|fish`.
     Completions { shell: clap_complete::Shell },
-}
-
-#[derive(Subcommand)]
-enum FrameworkCommand {
-    /// List the frameworks with their tasks and resources.
-    List,
-}
-
-#[derive(Subcommand)]
-enum ClusterCommand {
-    /// Leaders, agents, frameworks and tasks.
-    Status,
 }
 
 #[derive(Args)]
@@ -533,20 +482,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("scheduler")
         }
-        Command::App { client, command } => Ok(commands::app::run(&client, command).await?),
-        Command::Group { client, command } => Ok(commands::group::run(&client, command).await?),
-        Command::Deployment { client, command } => {
-            Ok(commands::deployment::run(&client, command).await?)
-        }
-        Command::Task { client, command } => Ok(commands::task::run(&client, command).await?),
-        Command::Framework {
-            client,
-            command: FrameworkCommand::List,
-        } => Ok(commands::framework::list(&client).await?),
-        Command::Cluster {
-            client,
-            command: ClusterCommand::Status,
-        } => Ok(commands::cluster::status(&client).await?),
+        Command::Client(command) => Ok(command.run().await?),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut script = Vec::new();

@@ -16,7 +16,7 @@ pub mod task;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use crate::client::{Api, CliError, Service};
@@ -110,4 +110,84 @@ pub fn deployment_id(answer: &Value) -> Option<String> {
                 .and_then(Value::as_str)
         })
         .map(str::to_string)
+}
+
+/// The client commands, each with where the APIs are ([`ClientArgs`]).
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Apps: list, show, add, update, scale, restart, remove, versions, rollback.
+    App {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: app::AppCommand,
+    },
+    /// Groups: list, show, add, remove.
+    Group {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: group::GroupCommand,
+    },
+    /// Deployments: list, watch, rollback.
+    Deployment {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: deployment::DeploymentCommand,
+    },
+    /// Tasks: list, log (--follow), kill (--scale).
+    Task {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: task::TaskCommand,
+    },
+    /// Frameworks registered with the master: `meseta framework list`.
+    Framework {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: FrameworkCommand,
+    },
+    /// The cluster at a glance: `meseta cluster status`.
+    Cluster {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FrameworkCommand {
+    /// List the frameworks with their tasks and resources.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Leaders, agents, frameworks and tasks.
+    Status,
+}
+
+impl ClientCommand {
+    pub async fn run(self) -> Result<(), CliError> {
+        match self {
+            ClientCommand::App { client, command } => app::run(&client, command).await,
+            ClientCommand::Group { client, command } => group::run(&client, command).await,
+            ClientCommand::Deployment { client, command } => {
+                deployment::run(&client, command).await
+            }
+            ClientCommand::Task { client, command } => task::run(&client, command).await,
+            ClientCommand::Framework {
+                client,
+                command: FrameworkCommand::List,
+            } => framework::list(&client).await,
+            ClientCommand::Cluster {
+                client,
+                command: ClusterCommand::Status,
+            } => cluster::status(&client).await,
+        }
+    }
 }
