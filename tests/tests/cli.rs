@@ -191,6 +191,34 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
             "rollback to {oldest}: {app}"
         );
 
+        // On a terminal the wait is an indicatif bar (run under `script`,
+        // which gives the command a pseudo-terminal).
+        let marathon = c.marathon().base().to_string();
+        let command = format!(
+            "{} app scale {id} 3 --marathon {marathon} --master {}",
+            meseta_binary().display(),
+            c.master_address()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .context("running script (bsdutils)")?;
+        let shown = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "scale on a terminal: {} {shown}",
+            out.status
+        );
+        ensure!(
+            shown.contains("3/3") && shown.contains('\u{1b}') && shown.contains("running"),
+            "no progress bar on a terminal: {shown:?}"
+        );
+        ensure!(
+            c.app(&id)?.context("app")?["tasksRunning"] == 3,
+            "scale on a terminal returned early"
+        );
+
         // Groups.
         let dir = tempfile::tempdir()?;
         let group = dir.path().join("group.json");
