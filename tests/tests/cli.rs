@@ -733,6 +733,28 @@ fn every_role_serves_prometheus_metrics_that_parse() {
             j["gauges"]["marathon.instances.running.gauge"]["value"] == 1.0,
             "{j}"
         );
+
+        // A deployment that cannot finish shows as active, its task queued.
+        let huge = serde_json::json!({"id": "/huge", "cmd": "sleep 1000", "cpus": 64, "mem": 16, "instances": 1});
+        c.create_app(&huge)?;
+        let (_, body) = scrape(&marathon, "/metrics", None)?;
+        let s = parse_metrics(&body, false)?;
+        ensure!(
+            value(&s, "meseta_scheduler_deployments_active{}")? == 1.0,
+            "{body}"
+        );
+        ensure!(
+            value(&s, "meseta_scheduler_launch_queue{}")? >= 1.0,
+            "{body}"
+        );
+        ensure!(value(&s, "meseta_scheduler_apps{}")? == 2.0, "{body}");
+        let (_, body) = scrape(&marathon, "/metrics", Some("application/json"))?;
+        let j: Value = serde_json::from_str(&body)?;
+        ensure!(
+            j["gauges"]["marathon.deployments.active.gauge"]["value"] == 1.0,
+            "{j}"
+        );
+        c.delete_app("/huge", true)?;
         Ok(())
     });
 }
