@@ -161,21 +161,45 @@ fn the_cli_deploys_lists_kills_and_explains_errors() {
         })?;
 
         // scale waits too.
-        ok(cli(c, &["app", "scale", &id, "1"])?, "app scale")?;
+        // scale waits for the new instance.
+        ok(
+            cli(c, &["app", "scale", &id, &instances.to_string()])?,
+            "app scale",
+        )?;
         ensure!(
-            c.app(&id)?.context("app")?["tasksRunning"] == 1,
+            c.app(&id)?.context("app")?["tasksRunning"].as_u64() == Some(instances),
             "scale returned early"
         );
 
-        // restart replaces the task; rollback to the first version brings
-        // back its instances; both wait.
-        let before = c.app_tasks(&id)?;
+        // restart waits for replacements of every task; rollback to the
+        // first version brings back its instances after a scale down.
+        let before: Vec<Value> = c.app_tasks(&id)?;
         ok(cli(c, &["app", "restart", &id])?, "app restart")?;
-        let after = c.app_tasks(&id)?;
+        let replaced = c
+            .app_tasks(&id)?
+            .into_iter()
+            .filter(|t| t["state"] == "TASK_RUNNING" && !before.iter().any(|b| b["id"] == t["id"]))
+            .count();
         ensure!(
-            after.len() == 1 && after[0]["id"] != before[0]["id"],
-            "restart kept {before:?} -> {after:?}"
+            replaced as u64 == instances,
+            "restart returned with {replaced} new tasks"
         );
+        wait_for("the restarted app's old tasks to be gone", || {
+            let now = c.app_tasks(&id).map_err(|e| e.to_string())?;
+            if now
+                .iter()
+                .any(|t| before.iter().any(|b| b["id"] == t["id"]))
+            {
+                Err(format!("{} tasks", now.len()))
+            } else {
+                Ok(())
+            }
+        })?;
+        ok(
+            cli(c, &["app", "scale", &id, "1", "--detach"])?,
+            "app scale --detach",
+        )?;
+        c.wait_deployments_done(&id)?;
         let versions = json_of(c, &["app", "versions", &id])?;
         let oldest = versions["versions"]
             .as_array()
