@@ -228,8 +228,9 @@ impl Api {
         }
     }
 
-    /// Sends a request to the leader; when the leader does not answer, the
-    /// leader is looked up again from every address (once).
+    /// Sends a request to the leader; when the leader does not answer (or
+    /// redirects, no longer leading), the leader is looked up again from
+    /// every address (once).
     pub async fn send(
         &self,
         method: Method,
@@ -245,6 +246,12 @@ impl Api {
                 req = req.json(b);
             }
             match req.send().await {
+                // A master that stopped leading redirects to the new
+                // leader: look it up again rather than follow blindly.
+                Ok(resp) if resp.status().is_redirection() && attempt == 0 => {
+                    tracing::debug!(%url, status = %resp.status(), "no longer the leader; looking it up again");
+                    *self.leader.lock().await = None;
+                }
                 Ok(resp) => return Ok(resp),
                 Err(e) if e.is_connect() || e.is_timeout() => {
                     last = format!("{url}: {}", short(&e));
