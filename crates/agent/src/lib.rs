@@ -21,6 +21,7 @@ mod files;
 pub mod health;
 mod http;
 mod link;
+mod prometheus;
 pub mod resources;
 mod status_updates;
 mod tasks;
@@ -420,7 +421,15 @@ impl BoundAgent {
         let stop = async move {
             let _ = mode_tx.send(shutdown.await);
         };
-        let result = meseta_proto::serve::serve(self.listener, http::router(agent.clone()), stop)
+        let http_metrics = meseta_metrics::HttpMetrics::default();
+        let registry = Arc::new(prometheus::registry(&agent, &http_metrics));
+        let router = http::router(agent.clone())
+            .merge(meseta_metrics::routes(registry))
+            .layer(axum::middleware::from_fn_with_state(
+                http_metrics,
+                meseta_metrics::track_http,
+            ));
+        let result = meseta_proto::serve::serve(self.listener, router, stop)
             .await
             .map_err(|source| AgentError::Serve { addr, source });
         let mode = mode_rx.await.unwrap_or(StopMode::KeepTasks);

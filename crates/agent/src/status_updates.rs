@@ -14,6 +14,7 @@
 //!   removes the task's checkpoint.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -84,9 +85,20 @@ pub(crate) enum Acked {
     Head { done: bool },
 }
 
+/// Status update counts, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UpdateCounts {
+    pub generated: u64,
+    pub acknowledged: u64,
+    pub pending: usize,
+}
+
 /// See the module documentation.
 pub(crate) struct StatusUpdateManager {
     streams: Mutex<HashMap<String, Stream>>,
+    /// Updates generated and acknowledged since start (for `/metrics`).
+    generated: AtomicU64,
+    acknowledged: AtomicU64,
     checkpoint: Arc<Checkpoint>,
     sink: Arc<dyn UpdateSink>,
 }
@@ -103,6 +115,8 @@ impl StatusUpdateManager {
     pub fn new(checkpoint: Arc<Checkpoint>, sink: Arc<dyn UpdateSink>) -> StatusUpdateManager {
         StatusUpdateManager {
             streams: Mutex::new(HashMap::new()),
+            generated: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
             checkpoint,
             sink,
         }
@@ -120,6 +134,7 @@ impl StatusUpdateManager {
     /// delivered: the framework must learn what happened even when the disk
     /// fails.
     pub async fn update(&self, framework_id: &str, status: pb::TaskStatus) {
+        self.generated.fetch_add(1, Ordering::Relaxed);
         let task_id = task_id_of(&status);
         let seq = {
             let mut streams = self.streams();
@@ -155,6 +170,16 @@ impl StatusUpdateManager {
         }
     }
 
+    /// Updates generated and acknowledged since this agent started, and
+    /// those waiting for an acknowledgement now.
+    pub fn counts(&self) -> UpdateCounts {
+        UpdateCounts {
+            generated: self.generated.load(Ordering::Relaxed),
+            acknowledged: self.acknowledged.load(Ordering::Relaxed),
+            pending: self.streams().values().map(|s| s.pending.len()).sum(),
+        }
+    }
+
     /// The framework acknowledged `uuid` for `task_id`.
     pub fn acknowledge(&self, task_id: &str, uuid: &[u8]) -> Acked {
         let mut streams = self.streams();
@@ -171,6 +196,7 @@ impl StatusUpdateManager {
             // Worst case the update is sent once more after a restart.
             tracing::warn!(task = %task_id, error = %e, "could not remove an acknowledged update from the checkpoint");
         }
+        self.acknowledged.fetch_add(1, Ordering::Relaxed);
         stream.backoff = RETRY_MIN;
         stream.retry_at = None;
         let terminal = task_state_of(head.status.state).is_terminal();

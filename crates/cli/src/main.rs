@@ -1,6 +1,8 @@
 //! `meseta`: one binary for every role. Parses flags, builds the role from
 //! its library crate, maps errors to an exit code.
 
+mod client;
+mod commands;
 mod config;
 mod notify;
 mod task_log;
@@ -23,8 +25,18 @@ struct Cli {
     /// override it). Default: every /etc/meseta/*.toml; also MESETA_CONFIG.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log lines as text (colours only when stderr is a terminal) or as
+    /// JSON objects, one a line, for log collectors.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -37,23 +49,11 @@ enum Command {
     Agent(AgentArgs),
     /// The Marathon-compatible scheduler (/v2 API).
     Scheduler(SchedulerArgs),
-    /// Tasks: `meseta task log TASK_ID`.
-    #[command(subcommand)]
-    Task(TaskCommand),
-}
-
-#[derive(Subcommand)]
-enum TaskCommand {
-    /// Print a task's stdout (or stderr) from its sandbox.
-    Log {
-        task_id: String,
-        /// Print stderr instead of stdout.
-        #[arg(long)]
-        stderr: bool,
-        /// A master's host:port (any master; the leader is found from it).
-        #[arg(long, default_value = "127.0.0.1:5050", env = "MESETA_MASTER")]
-        master: String,
-    },
+    /// The client commands: app, group, deployment, task, framework, cluster.
+    #[command(flatten)]
+    Client(commands::ClientCommand),
+    /// Print a shell completion script: `meseta completions bash|zsh|fish`.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Args)]
@@ -151,7 +151,11 @@ enum MembershipCommand {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct AgentArgs {
+    /// Commands about the cluster's agents (instead of running one).
+    #[command(subcommand)]
+    operator: Option<commands::agent::AgentCommand>,
     #[arg(long, default_value = "0.0.0.0:5051")]
     listen: SocketAddr,
     #[arg(long)]
@@ -285,7 +289,7 @@ fn main() {
             e.exit()
         }
     };
-    init_logging();
+    init_logging(cli.log_format);
     if !resolved.files.is_empty() || !resolved.origins.is_empty() {
         tracing::info!(
             files = ?resolved.files,
@@ -305,20 +309,39 @@ fn main() {
     };
     if let Err(e) = runtime.block_on(run(cli)) {
         eprintln!("meseta: {e:#}");
-        std::process::exit(1);
+        // Client commands say what happened in the exit code (README:
+        // "Exit codes").
+        let code = e
+            .downcast_ref::<client::CliError>()
+            .map_or(client::exit::REFUSED, client::CliError::exit_code);
+        std::process::exit(code);
     }
 }
 
-fn init_logging() {
+/// Logs go to stderr: text with colours only when stderr is a terminal
+/// (and NO_COLOR is unset), so files and journald get no escape codes; or
+/// one JSON object a line (`--log-format json`).
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,h2=warn,hyper=warn,tower=warn,tonic=warn,sled=warn,raft=warn",
         )
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+    }
 }
 
 /// For `meseta agent`: SIGTERM or Ctrl-C stop the agent and leave its tasks
@@ -413,6 +436,10 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("master")
         }
+        Command::Agent(AgentArgs {
+            operator: Some(cmd),
+            ..
+        }) => Ok(commands::agent::run(cmd).await?),
         Command::Agent(a) => {
             let mut config = AgentConfig::new(a.listen, a.masters, a.work_dir);
             config.advertise = a.advertise;
@@ -455,11 +482,16 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("scheduler")
         }
-        Command::Task(TaskCommand::Log {
-            task_id,
-            stderr,
-            master,
-        }) => task_log::print(&master, &task_id, stderr).await,
+        Command::Client(command) => Ok(command.run().await?),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "meseta", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let mut out = std::io::stdout().lock();
+            let _ = std::io::Write::write_all(&mut out, &script);
+            Ok(())
+        }
     }
 }
 

@@ -217,9 +217,16 @@ impl BoundMaster {
         tracing::info!(address = %master.address, "master listening");
         let background = tokio::spawn(background_loop(master.clone()));
         let leases = tokio::spawn(kv::lease_loop(master.clone()));
+        let http = meseta_metrics::HttpMetrics::default();
+        let registry = Arc::new(api::prometheus::registry(&master, &http));
         let router = grpc::routes(master.clone())
             .merge(api::router(master.clone()))
+            .merge(meseta_metrics::routes(registry))
             .fallback(api::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                http,
+                meseta_metrics::track_http,
+            ))
             // Cross-site writes are refused on the UI's origin (API and
             // gRPC clients send no Origin and are not affected).
             .layer(axum::middleware::from_fn(meseta_webui::refuse_cross_site));

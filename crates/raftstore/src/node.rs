@@ -25,6 +25,8 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+use meseta_metrics::prometheus_client::metrics::histogram::Histogram;
+
 use meseta_proto::v1::conf_change_request::Kind;
 use meseta_proto::v1::raft_server::RaftServer;
 use meseta_proto::v1::{ConfChangeRequest, ConfChangeResponse};
@@ -178,6 +180,9 @@ struct Shared<S> {
     faults: Faults,
     applied: Arc<AtomicU64>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Seconds from a proposal to its entry committed and applied here
+    /// (`meseta_raft_commit_seconds`).
+    commit_seconds: Histogram,
 }
 
 impl<S: StateMachine> RaftHandle<S> {
@@ -252,6 +257,7 @@ impl<S: StateMachine> RaftHandle<S> {
                 faults,
                 applied,
                 thread: Mutex::new(Some(thread)),
+                commit_seconds: meseta_metrics::seconds_histogram(),
             }),
         })
     }
@@ -274,9 +280,21 @@ impl<S> RaftHandle<S> {
     /// [`RaftError::NotLeader`]. [`RaftError::LeadershipLost`] means the
     /// outcome is unknown (the command may still be applied).
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>, RaftError> {
+        let started = Instant::now();
         let (reply, rx) = oneshot::channel();
         self.send(Command::Propose { command, reply })?;
-        rx.await.map_err(|_| self.stopped())?
+        let out = rx.await.map_err(|_| self.stopped())??;
+        self.shared
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// The histogram of committed proposals' latency in seconds (from
+    /// [`RaftHandle::propose`] to the entry applied on this node), for the
+    /// role's metrics registry; clones share the observations.
+    pub fn commit_histogram(&self) -> Histogram {
+        self.shared.commit_seconds.clone()
     }
 
     /// Linearizable read barrier (raft ReadIndex): resolves when the local

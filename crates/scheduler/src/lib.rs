@@ -8,6 +8,7 @@ pub mod election;
 pub mod engine;
 pub mod events;
 pub mod launch;
+mod metrics;
 pub mod model;
 pub mod store;
 mod ui;
@@ -195,13 +196,20 @@ impl BoundScheduler {
         let config = self.config;
         let address = self.address;
         let (mode_tx, mode_rx) = watch::channel(Mode::Pending);
+        let metrics = Arc::new(metrics::SchedulerMetrics::new());
         let front = Front {
             mode: mode_rx,
             config: Arc::new(config.clone()),
             me: Arc::from(address.as_str()),
             proxy: election::proxy_client(),
+            metrics: metrics.clone(),
         };
-        let router = axum::Router::new().fallback(move |req: Request| front.clone().dispatch(req));
+        let router = axum::Router::new()
+            .fallback(move |req: Request| front.clone().dispatch(req))
+            .layer(axum::middleware::from_fn_with_state(
+                metrics.http.clone(),
+                meseta_metrics::track_http,
+            ));
         let http = tokio::spawn(meseta_proto::serve::serve(
             self.listener,
             router,
@@ -244,10 +252,14 @@ impl BoundScheduler {
                 self.info.clone(),
                 &election,
                 term,
-                &mode_tx,
+                FrontHandles {
+                    mode: &mode_tx,
+                    metrics: &metrics,
+                },
                 shutdown.clone(),
             )
             .await;
+            metrics.stand_by();
             mode_tx.send_replace(Mode::Pending);
             match end {
                 TermEnd::Shutdown => {
@@ -299,6 +311,8 @@ struct Front {
     config: Arc<SchedulerConfig>,
     me: Arc<str>,
     proxy: reqwest::Client,
+    /// Served by every scheduler itself, leader or not.
+    metrics: Arc<metrics::SchedulerMetrics>,
 }
 
 impl Front {
@@ -307,6 +321,13 @@ impl Front {
             // Marathon answers `/ping` always, at once.
             if req.uri().path().trim_end_matches('/') == "/ping" {
                 return "pong".into_response();
+            }
+            if matches!(
+                req.uri().path().trim_end_matches('/'),
+                "/metrics" | "/metrics/prometheus"
+            ) && req.method() == axum::http::Method::GET
+            {
+                return self.metrics.respond(req.headers());
             }
             // Web UIs refuse cross-site writes (browsers send Origin; API
             // clients send none and are not affected). Checked here, before
@@ -364,6 +385,13 @@ impl Front {
     }
 }
 
+/// What a leader publishes to the HTTP front: the mode requests are served
+/// in, and the state `/metrics` reads.
+struct FrontHandles<'a> {
+    mode: &'a watch::Sender<Mode>,
+    metrics: &'a metrics::SchedulerMetrics,
+}
+
 /// How a leadership term ended.
 enum TermEnd {
     Shutdown,
@@ -381,9 +409,10 @@ async fn lead(
     info: pb::FrameworkInfo,
     election: &election::Election,
     term: election::Term,
-    mode: &watch::Sender<Mode>,
+    front: FrontHandles<'_>,
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 ) -> TermEnd {
+    let FrontHandles { mode, metrics } = front;
     let keeper = election.hold(term);
     tokio::pin!(keeper);
     let store = store::Store::new(config.masters.clone(), &config.framework_name);
@@ -435,6 +464,7 @@ async fn lead(
         actions: actions_rx,
     };
     let driver = tokio::spawn(driver.run(shared.clone()));
+    metrics.lead(&shared);
     mode.send_replace(Mode::Leader(api::service(shared.clone())));
     tracing::info!(address = %address, "leading: serving /v2");
     let end = tokio::select! {

@@ -18,6 +18,7 @@
 pub(crate) mod endpoints;
 pub(crate) mod mesos;
 pub(crate) mod operator;
+pub(crate) mod prometheus;
 pub(crate) mod scheduler;
 
 use std::sync::Arc;

@@ -138,8 +138,8 @@ pub struct OfferEntry {
     pub created: Instant,
 }
 
-/// Counters for `/metrics/snapshot`.
-#[derive(Debug, Default, Clone)]
+/// Counters for `/metrics/snapshot` and `/metrics` (Prometheus).
+#[derive(Debug, Clone)]
 pub struct Metrics {
     pub allocation_runs: u64,
     pub allocation_time_total: Duration,
@@ -150,6 +150,25 @@ pub struct Metrics {
     pub tasks_launched: u64,
     pub status_updates: u64,
     pub invalid_status_updates: u64,
+    /// Seconds per allocation cycle (`meseta_allocator_cycle_seconds`).
+    pub allocation_seconds: meseta_metrics::prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            allocation_runs: 0,
+            allocation_time_total: Duration::ZERO,
+            allocation_time_last: Duration::ZERO,
+            offers_sent: 0,
+            offers_declined: 0,
+            offers_rescinded: 0,
+            tasks_launched: 0,
+            status_updates: 0,
+            invalid_status_updates: 0,
+            allocation_seconds: meseta_metrics::seconds_histogram(),
+        }
+    }
 }
 
 /// Everything the leading master keeps in memory.

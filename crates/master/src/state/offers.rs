@@ -363,6 +363,7 @@ impl MasterState {
         self.metrics.allocation_runs += 1;
         self.metrics.allocation_time_total += took;
         self.metrics.allocation_time_last = took;
+        self.metrics.allocation_seconds.observe(took.as_secs_f64());
         made
     }
 }
