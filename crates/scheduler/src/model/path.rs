@@ -154,6 +154,15 @@ impl PathId {
         self.segments.join("_")
     }
 
+    /// The name Marathon gives the app's tasks (`TaskInfo.name`): the
+    /// segments reversed and joined with dots (`/prod/web` → `web.prod`).
+    /// mesos-dns turns it into the app's DNS label (`web-prod`).
+    pub fn to_hostname(&self) -> String {
+        let mut segments = self.segments.clone();
+        segments.reverse();
+        segments.join(".")
+    }
+
     /// Inverse of [`PathId::safe_task_prefix`]: `a_b` → `/a/b`.
     pub fn from_safe_task_prefix(prefix: &str) -> PathId {
         Self {

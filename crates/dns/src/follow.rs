@@ -1,0 +1,478 @@
+//! Follows the leading master's operator event stream (`POST /api/v1`
+//! SUBSCRIBE, protobuf RecordIO) and keeps the [`ClusterView`] and the
+//! published records up to date.
+//!
+//! Any master will do as an entry point: a follower answers 307 with the
+//! leader's URL, and the client follows it, so the stream always comes
+//! from the leader (whose address becomes `leader.{domain}`). The stream
+//! starts with SUBSCRIBED (the whole state), then carries every task,
+//! agent and framework change as it happens; the records are rebuilt once
+//! per batch of events that arrived together. When the stream ends (the
+//! master stopped leading, died or dropped a slow subscriber), when no
+//! byte arrived for three heartbeat intervals, or every `resync` as a
+//! safety net, the follower subscribes again, trying the masters in turn;
+//! the previous records keep being served meanwhile.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use meseta_proto::mesos::v1 as m;
+use meseta_proto::mesos::{recordio, Encoding};
+use tokio::sync::watch;
+
+use crate::error::DnsError;
+use crate::records::{AgentView, ClusterView, FrameworkView, MasterView, TaskView};
+use crate::RecordStore;
+
+use m::master as mr;
+
+/// How long opening a stream may take before the next master is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Silence on the stream (no event, no heartbeat) after which it is
+/// considered dead: three of the master's 15 s heartbeats.
+const SILENCE: Duration = Duration::from_secs(45);
+/// Waits between attempts when no master offers a stream.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long resolving one host name may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most this many SRV ports per task (a task holding a huge range gets
+/// its first ones).
+const MAX_PORTS_PER_TASK: usize = 64;
+
+pub(crate) struct Follower {
+    pub masters: Vec<String>,
+    pub store: Arc<RecordStore>,
+    pub resync: Duration,
+    pub client: reqwest::Client,
+    /// Host names already resolved (agents', frameworks', masters').
+    resolved: HashMap<String, Vec<IpAddr>>,
+}
+
+/// Why one subscription ended.
+#[derive(Debug)]
+enum Ended {
+    Stopped,
+    Resync,
+    Closed,
+}
+
+impl Follower {
+    pub(crate) fn new(masters: Vec<String>, store: Arc<RecordStore>, resync: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .unwrap_or_default();
+        Follower {
+            masters,
+            store,
+            resync,
+            client,
+            resolved: HashMap::new(),
+        }
+    }
+
+    /// Follows the leader until `stop` turns true.
+    pub(crate) async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        if self.masters.is_empty() {
+            tracing::warn!("no --masters given; the DNS server has only static records");
+            return;
+        }
+        let mut next = 0usize;
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let master = self.masters[next % self.masters.len()].clone();
+            next = next.wrapping_add(1);
+            match self.follow(&master, &mut stop).await {
+                Ok(Ended::Stopped) => return,
+                Ok(Ended::Resync) => {
+                    tracing::debug!("re-subscribing to the master for a full resync");
+                    backoff = BACKOFF_MIN;
+                    continue;
+                }
+                Ok(Ended::Closed) => {
+                    tracing::info!(%master, "the master's event stream ended; following the leader again");
+                    backoff = BACKOFF_MIN;
+                }
+                Err(e) => {
+                    tracing::debug!(%master, error = %e, "cannot follow the master's events");
+                }
+            }
+            self.store.metrics().connected.set(0);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        master: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Ended, DnsError> {
+        let call = mr::Call {
+            r#type: Some(mr::call::Type::Subscribe as i32),
+            ..Default::default()
+        };
+        let body = Encoding::Protobuf
+            .encode(&call)
+            .map_err(|e| DnsError::Stream(e.to_string()))?;
+        let url = format!("http://{master}/api/v1");
+        let send = self
+            .client
+            .post(&url)
+            .header("content-type", Encoding::Protobuf.content_type())
+            .header("accept", Encoding::Protobuf.content_type())
+            .body(body)
+            .send();
+        let response = tokio::time::timeout(CONNECT_TIMEOUT, send)
+            .await
+            .map_err(|_| DnsError::Stream(format!("{url}: no answer in {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| DnsError::Stream(format!("{url}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(DnsError::Stream(format!("{url}: {}", response.status())));
+        }
+        // After a 307 from a follower this is the leader's address.
+        let leader = match (response.url().host_str(), response.url().port()) {
+            (Some(h), Some(p)) => format!("{}:{p}", h.trim_matches(|c| c == '[' || c == ']')),
+            (Some(h), None) => format!("{h}:5050"),
+            _ => master.to_string(),
+        };
+        let masters = self.resolve_masters().await;
+        let leader_view = self.resolve_master(&leader).await;
+        let metrics = self.store.metrics().clone();
+        metrics.subscriptions.inc();
+        let mut stream = response.bytes_stream();
+        let mut decoder = recordio::Decoder::new();
+        let mut view: Option<ClusterView> = None;
+        let resync_at = tokio::time::Instant::now() + self.resync;
+        loop {
+            let chunk = tokio::select! {
+                c = tokio::time::timeout(SILENCE, stream.next()) => c,
+                _ = tokio::time::sleep_until(resync_at) => return Ok(Ended::Resync),
+                _ = stop.changed() => return Ok(Ended::Stopped),
+            };
+            let bytes = match chunk {
+                Err(_) => {
+                    tracing::warn!(%leader, "no event or heartbeat from the master for {SILENCE:?}; reconnecting");
+                    return Ok(Ended::Closed);
+                }
+                Ok(None) => return Ok(Ended::Closed),
+                Ok(Some(Err(e))) => return Err(DnsError::Stream(format!("{leader}: {e}"))),
+                Ok(Some(Ok(b))) => b,
+            };
+            decoder.push(&bytes);
+            // Take in everything that has already arrived before rebuilding.
+            while let Some(Some(more)) = stream.next().now_or_never() {
+                match more {
+                    Ok(b) => decoder.push(&b),
+                    Err(e) => return Err(DnsError::Stream(format!("{leader}: {e}"))),
+                }
+            }
+            let mut changed = false;
+            while let Some(record) = decoder
+                .next_record()
+                .map_err(|e| DnsError::Stream(format!("{leader}: {e}")))?
+            {
+                let event: mr::Event = Encoding::Protobuf
+                    .decode(&record)
+                    .map_err(|e| DnsError::Stream(format!("{leader}: {e}")))?;
+                metrics.events.inc();
+                changed |= self.apply(&mut view, event, &leader_view, &masters).await;
+            }
+            if changed {
+                if let Some(v) = &view {
+                    self.store.publish(v);
+                }
+            }
+        }
+    }
+
+    /// Applies one event; true when the view changed.
+    async fn apply(
+        &mut self,
+        view: &mut Option<ClusterView>,
+        event: mr::Event,
+        leader: &Option<MasterView>,
+        masters: &[MasterView],
+    ) -> bool {
+        use mr::event::Type as T;
+        let kind = event.r#type.and_then(|t| T::try_from(t).ok());
+        if kind == Some(T::Subscribed) {
+            let mut fresh = ClusterView {
+                leader: leader.clone(),
+                masters: masters.to_vec(),
+                ..ClusterView::default()
+            };
+            let state = event
+                .subscribed
+                .and_then(|s| s.get_state)
+                .unwrap_or_default();
+            for a in state.get_agents.map(|g| g.agents).unwrap_or_default() {
+                self.add_agent(&mut fresh, a).await;
+            }
+            for f in state
+                .get_frameworks
+                .map(|g| g.frameworks)
+                .unwrap_or_default()
+            {
+                self.add_framework(&mut fresh, f.framework_info).await;
+            }
+            let tasks = state.get_tasks.unwrap_or_default();
+            for t in tasks.tasks.into_iter().chain(tasks.unreachable_tasks) {
+                add_task(&mut fresh, t);
+            }
+            let (agents, tasks) = (fresh.agents.len(), fresh.tasks.len());
+            *view = Some(fresh);
+            self.store.metrics().connected.set(1);
+            tracing::info!(
+                leader = ?leader.as_ref().map(|l| format!("{}:{}", l.ip, l.port)),
+                agents,
+                tasks,
+                "following the leading master's events"
+            );
+            return true;
+        }
+        let Some(v) = view.as_mut() else {
+            // Events before SUBSCRIBED cannot happen; ignore them if they do.
+            return false;
+        };
+        match kind {
+            Some(T::TaskAdded) => {
+                if let Some(t) = event.task_added {
+                    add_task(v, t.task);
+                    return true;
+                }
+            }
+            Some(T::TaskUpdated) => {
+                if let Some(u) = event.task_updated {
+                    let id = u.status.task_id.value;
+                    let state = u.state;
+                    if is_terminal(state) {
+                        return v.tasks.remove(&id).is_some();
+                    }
+                    if let Some(t) = v.tasks.get_mut(&id) {
+                        let running = state == m::TaskState::TaskRunning as i32;
+                        let changed = t.running != running;
+                        t.running = running;
+                        if let Some(agent) = u.status.agent_id {
+                            if agent.value != t.agent_id && !agent.value.is_empty() {
+                                t.agent_id = agent.value;
+                                return true;
+                            }
+                        }
+                        return changed;
+                    }
+                }
+            }
+            Some(T::AgentAdded) => {
+                if let Some(a) = event.agent_added {
+                    self.add_agent(v, a.agent).await;
+                    return true;
+                }
+            }
+            Some(T::AgentRemoved) => {
+                if let Some(a) = event.agent_removed {
+                    return v.agents.remove(&a.agent_id.value).is_some();
+                }
+            }
+            Some(T::FrameworkAdded) => {
+                if let Some(f) = event.framework_added {
+                    self.add_framework(v, f.framework.framework_info).await;
+                    return true;
+                }
+            }
+            Some(T::FrameworkUpdated) => {
+                if let Some(f) = event.framework_updated {
+                    self.add_framework(v, f.framework.framework_info).await;
+                    return true;
+                }
+            }
+            Some(T::FrameworkRemoved) => {
+                if let Some(f) = event.framework_removed {
+                    let id = f.framework_info.id.map(|i| i.value).unwrap_or_default();
+                    v.tasks.retain(|_, t| t.framework_id != id);
+                    return v.frameworks.remove(&id).is_some();
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    async fn add_agent(&mut self, view: &mut ClusterView, a: mr::response::get_agents::Agent) {
+        let Some(id) = a.agent_info.id.as_ref().map(|i| i.value.clone()) else {
+            return;
+        };
+        // Mesos' pid, `slave(1)@host:port`: the address the agent serves on.
+        let (host, port) = a
+            .pid
+            .as_deref()
+            .and_then(|p| p.rsplit_once('@'))
+            .and_then(|(_, addr)| split_host_port(addr))
+            .unwrap_or_else(|| {
+                (
+                    a.agent_info.hostname.clone(),
+                    a.agent_info.port.unwrap_or(5051) as u16,
+                )
+            });
+        let mut ips = self.resolve(&host).await;
+        if ips.is_empty() && host != a.agent_info.hostname {
+            ips = self.resolve(&a.agent_info.hostname).await;
+        }
+        if ips.is_empty() {
+            tracing::warn!(agent = %id, %host, "the agent's address does not resolve; its tasks get no A records");
+        }
+        view.agents.insert(
+            id,
+            AgentView {
+                hostname: a.agent_info.hostname,
+                ips,
+                port,
+            },
+        );
+    }
+
+    async fn add_framework(&mut self, view: &mut ClusterView, info: m::FrameworkInfo) {
+        let Some(id) = info.id.as_ref().map(|i| i.value.clone()) else {
+            return;
+        };
+        let ips = match info.hostname.as_deref() {
+            Some(h) if !h.is_empty() => self.resolve(h).await,
+            _ => Vec::new(),
+        };
+        view.frameworks.insert(
+            id,
+            FrameworkView {
+                name: info.name,
+                ips,
+            },
+        );
+    }
+
+    async fn resolve_masters(&mut self) -> Vec<MasterView> {
+        let mut out = Vec::new();
+        for m in self.masters.clone() {
+            if let Some(v) = self.resolve_master(&m).await {
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    }
+
+    async fn resolve_master(&mut self, address: &str) -> Option<MasterView> {
+        let (host, port) = split_host_port(address).unwrap_or((address.to_string(), 5050));
+        let ip = self.resolve(&host).await.into_iter().next()?;
+        Some(MasterView { ip, port })
+    }
+
+    /// A host's addresses: itself when it is an address, else the system
+    /// resolver's answer (remembered, failures too, for this process).
+    async fn resolve(&mut self, host: &str) -> Vec<IpAddr> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return vec![ip];
+        }
+        if let Some(ips) = self.resolved.get(host) {
+            return ips.clone();
+        }
+        let ips: Vec<IpAddr> =
+            match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+                Ok(Ok(addrs)) => {
+                    let mut v: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                }
+                _ => Vec::new(),
+            };
+        self.resolved.insert(host.to_string(), ips.clone());
+        ips
+    }
+}
+
+fn add_task(view: &mut ClusterView, t: m::Task) {
+    if is_terminal(t.state) {
+        return;
+    }
+    let mut ports = Vec::new();
+    for r in t.resources.iter().filter(|r| r.name == "ports") {
+        for range in r.ranges.iter().flat_map(|rs| rs.range.iter()) {
+            for p in range.begin..=range.end {
+                if ports.len() >= MAX_PORTS_PER_TASK {
+                    break;
+                }
+                if let Ok(p) = u16::try_from(p) {
+                    ports.push(p);
+                }
+            }
+        }
+    }
+    view.tasks.insert(
+        t.task_id.value,
+        TaskView {
+            name: t.name,
+            framework_id: t.framework_id.value,
+            agent_id: t.agent_id.value,
+            running: t.state == m::TaskState::TaskRunning as i32,
+            ports,
+        },
+    );
+}
+
+fn is_terminal(state: i32) -> bool {
+    use m::TaskState as S;
+    [
+        S::TaskFinished,
+        S::TaskFailed,
+        S::TaskKilled,
+        S::TaskError,
+        S::TaskLost,
+        S::TaskDropped,
+        S::TaskGone,
+        S::TaskGoneByOperator,
+    ]
+    .iter()
+    .any(|s| *s as i32 == state)
+}
+
+/// `host:port` (or `[v6]:port`) into its parts.
+fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_split() {
+        assert_eq!(
+            split_host_port("10.0.0.1:5051"),
+            Some(("10.0.0.1".into(), 5051))
+        );
+        assert_eq!(split_host_port("[::1]:5051"), Some(("::1".into(), 5051)));
+        assert_eq!(split_host_port("nohost"), None);
+    }
+
+    #[test]
+    fn terminal_states_drop_tasks() {
+        assert!(is_terminal(m::TaskState::TaskKilled as i32));
+        assert!(!is_terminal(m::TaskState::TaskRunning as i32));
+        assert!(!is_terminal(m::TaskState::TaskUnreachable as i32));
+    }
+}
