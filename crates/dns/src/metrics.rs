@@ -1,6 +1,6 @@
 //! The DNS server's Prometheus metrics (`/metrics` on its HTTP port).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -8,7 +8,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 /// Where a query was answered.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Zone {
     /// From the records of the Mesos domain.
     Mesos,
@@ -16,10 +16,21 @@ pub enum Zone {
     Forwarded,
 }
 
+impl Zone {
+    /// The label value: `mesos` or `forwarded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Zone::Mesos => "mesos",
+            Zone::Forwarded => "forwarded",
+        }
+    }
+}
+
 /// Labels of `meseta_dns_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub zone: Zone,
+    /// `mesos` (answered from the records) or `forwarded`.
+    pub zone: String,
     /// The answer's response code, e.g. `NOERROR`, `NXDOMAIN`, `SERVFAIL`.
     pub rcode: String,
 }
@@ -101,7 +112,7 @@ impl DnsMetrics {
     pub fn request(&self, zone: Zone, rcode: &str) {
         self.requests
             .get_or_create(&RequestLabels {
-                zone,
+                zone: zone.as_str().to_string(),
                 rcode: rcode.to_string(),
             })
             .inc();
