@@ -112,10 +112,8 @@ impl Records {
                 r.add_service(&format!("_leader.{proto}.{d}"), &name, leader.port);
             }
         }
-        let mut n = 0;
-        for m in &view.masters {
+        for (n, m) in view.masters.iter().enumerate() {
             let name = format!("master{n}.{d}");
-            n += 1;
             r.add_address(&format!("master.{d}"), m.ip);
             r.add_address(&name, m.ip);
             for proto in ["_tcp", "_udp"] {
