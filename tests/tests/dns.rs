@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use meseta_tests::marathon::{post_app, wait_running};
+use meseta_tests::masters::Masters;
 use meseta_tests::{in_ci, wait_for, wait_until, with_cluster, Api, Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
@@ -649,4 +651,114 @@ fn names_nxdomain_forwarding_servfail_and_the_http_api() {
             bail!("SERVFAIL with answers: {servfail:?}")
         }
     });
+}
+
+#[test]
+fn records_follow_the_leader_through_a_master_failover() {
+    if !require_dig("the DNS failover test") {
+        return;
+    }
+    let result = Masters::start(3).and_then(|mut m| m.run(failover));
+    if let Err(e) = result {
+        panic!("{e:?}");
+    }
+}
+
+fn srv_port(d: &Dig) -> Option<u16> {
+    d.srv().first().map(|s| s.0)
+}
+
+fn master_port(addr: &str) -> Result<u16> {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("{addr}: no port"))
+}
+
+fn failover(m: &mut Masters) -> Result<()> {
+    let leader = m.leader()?;
+    // Task ports below the blocks the single-process clusters use.
+    m.start_agent("cpus:4;mem:2048;disk:1000;ports:[21500-21599]")?;
+    let scheduler = Api::new(&m.start_scheduler()?);
+    post_app(
+        &scheduler,
+        &json!({"id": "/web", "cmd": "sleep 1000", "instances": 1, "cpus": 0.1, "mem": 16,
+                "portDefinitions": [{"port": 0}]}),
+    )?;
+    wait_running(&scheduler, "/web", 1)?;
+    let dns = format!("127.0.0.1:{}", meseta_tests::cluster::free_ports(1)?[0]);
+    let masters = m.founding_addrs().join(",");
+    let process = DnsProcess::start(
+        m.dir(),
+        "dns",
+        &[
+            "--masters",
+            &masters,
+            "--listen",
+            &dns,
+            "--no-http",
+            "--resolvers",
+            "127.0.0.1:9",
+        ],
+    )?;
+    let leader_port = master_port(&m.addrs[leader])?;
+    wait_for("the DNS to follow the first leader", || {
+        let l = dig(&dns, "_leader._tcp.mesos", "SRV")
+            .map_err(|e| format!("{e:#}\n{}", process.log()))?;
+        let web = dig(&dns, "web.marathon.mesos", "A").map_err(|e| format!("{e:#}"))?;
+        if srv_port(&l) == Some(leader_port) && !web.data("A").is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{l:?} {web:?}"))
+        }
+    })?;
+    let masters_a = dig(&dns, "master.mesos", "A")?;
+    ensure!(
+        masters_a.data("A") == vec!["127.0.0.1".to_string()],
+        "{masters_a:?}"
+    );
+    let all_masters = dig(&dns, "_master._tcp.mesos", "SRV")?;
+    ensure!(all_masters.srv().len() == 3, "{all_masters:?}");
+
+    m.kill_master(leader);
+    let new_leader = m.wait_leader(Some(leader))?;
+    let new_port = master_port(&m.addrs[new_leader])?;
+    // Until the DNS follows the new leader, and after, the app's name
+    // keeps answering: the records are not blanked by the failover.
+    let mut blank = Vec::new();
+    wait_until(
+        "leader.mesos to follow the new leader",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let web = dig(&dns, "web.marathon.mesos", "A").map_err(|e| format!("{e:#}"))?;
+            if web.data("A").is_empty() {
+                blank.push(format!("{web:?}"));
+            }
+            let l = dig(&dns, "_leader._tcp.mesos", "SRV").map_err(|e| format!("{e:#}"))?;
+            if srv_port(&l) == Some(new_port) {
+                Ok(())
+            } else {
+                Err(format!("{l:?}"))
+            }
+        },
+    )?;
+    ensure!(
+        blank.is_empty(),
+        "web.marathon.mesos went blank during the failover: {blank:?}"
+    );
+    // Once the agent re-registered with the new leader, its task is
+    // there from the new leader's own view.
+    wait_for("the agent to re-register with the new leader", || {
+        let state = m.state(new_leader).map_err(|e| format!("{e:#}"))?;
+        let tasks = state["slaves"].as_array().map_or(0, Vec::len);
+        if tasks == 1 {
+            Ok(())
+        } else {
+            Err(state["slaves"].to_string())
+        }
+    })?;
+    let web = dig(&dns, "web.marathon.mesos", "A")?;
+    ensure!(web.data("A") == vec!["127.0.0.1".to_string()], "{web:?}");
+    Ok(())
 }

@@ -12,6 +12,15 @@
 //! byte arrived for three heartbeat intervals, or every `resync` as a
 //! safety net, the follower subscribes again, trying the masters in turn;
 //! the previous records keep being served meanwhile.
+//!
+//! A master that just became leader knows only the agents and frameworks
+//! that re-registered with it. So that a failover does not blank the
+//! records (and clients do not cache NXDOMAIN), the tasks of agents that
+//! have not re-registered yet are carried over from the previous leader's
+//! view: until the agent re-registers (it brings its tasks again), is
+//! removed, or `CARRY` (the master's default re-registration timeout)
+//! passes. Frameworks missing from the new snapshot are carried over too
+//! (they re-subscribe moments later); only FRAMEWORK_REMOVED drops one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -39,6 +48,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long resolving one host name may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long tasks of an agent that has not re-registered with a new leader
+/// keep their records.
+const CARRY: Duration = Duration::from_secs(120);
 /// At most this many SRV ports per task (a task holding a huge range gets
 /// its first ones).
 const MAX_PORTS_PER_TASK: usize = 64;
@@ -50,6 +62,10 @@ pub(crate) struct Follower {
     pub client: reqwest::Client,
     /// Host names already resolved (agents', frameworks', masters').
     resolved: HashMap<String, Vec<IpAddr>>,
+    /// The cluster as the current (or last) subscription saw it.
+    view: Option<ClusterView>,
+    /// Agents carried over from a previous leader, until when.
+    carried: HashMap<String, tokio::time::Instant>,
 }
 
 /// Why one subscription ended.
@@ -72,6 +88,8 @@ impl Follower {
             resync,
             client,
             resolved: HashMap::new(),
+            view: None,
+            carried: HashMap::new(),
         }
     }
 
@@ -152,7 +170,8 @@ impl Follower {
         metrics.subscriptions.inc();
         let mut stream = response.bytes_stream();
         let mut decoder = recordio::Decoder::new();
-        let mut view: Option<ClusterView> = None;
+        // Until this stream's SUBSCRIBED, events are not applied.
+        let mut subscribed = false;
         let resync_at = tokio::time::Instant::now() + self.resync;
         loop {
             let chunk = tokio::select! {
@@ -186,20 +205,44 @@ impl Follower {
                     .decode(&record)
                     .map_err(|e| DnsError::Stream(format!("{leader}: {e}")))?;
                 metrics.events.inc();
-                changed |= self.apply(&mut view, event, &leader_view, &masters).await;
+                changed |= self
+                    .apply(&mut subscribed, event, &leader_view, &masters)
+                    .await;
             }
-            if changed {
-                if let Some(v) = &view {
+            changed |= self.expire_carried();
+            if changed && subscribed {
+                if let Some(v) = &self.view {
                     self.store.publish(v);
                 }
             }
         }
     }
 
+    /// Drops carried-over agents whose time is up; true when any was.
+    fn expire_carried(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let expired: Vec<String> = self
+            .carried
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let Some(v) = self.view.as_mut() else {
+            return false;
+        };
+        for id in &expired {
+            self.carried.remove(id);
+            v.agents.remove(id);
+            v.tasks.retain(|_, t| &t.agent_id != id);
+            tracing::info!(agent = %id, "agent did not re-register with the new leader; its tasks' records are dropped");
+        }
+        !expired.is_empty()
+    }
+
     /// Applies one event; true when the view changed.
     async fn apply(
         &mut self,
-        view: &mut Option<ClusterView>,
+        subscribed: &mut bool,
         event: mr::Event,
         leader: &Option<MasterView>,
         masters: &[MasterView],
@@ -231,17 +274,20 @@ impl Follower {
                 add_task(&mut fresh, t);
             }
             let (agents, tasks) = (fresh.agents.len(), fresh.tasks.len());
-            *view = Some(fresh);
+            let carried = self.carry_over(&mut fresh);
+            self.view = Some(fresh);
+            *subscribed = true;
             self.store.metrics().connected.set(1);
             tracing::info!(
                 leader = ?leader.as_ref().map(|l| format!("{}:{}", l.ip, l.port)),
                 agents,
                 tasks,
+                carried,
                 "following the leading master's events"
             );
             return true;
         }
-        let Some(v) = view.as_mut() else {
+        let Some(v) = self.view.as_mut().filter(|_| *subscribed) else {
             // Events before SUBSCRIBED cannot happen; ignore them if they do.
             return false;
         };
@@ -275,24 +321,38 @@ impl Follower {
             }
             Some(T::AgentAdded) => {
                 if let Some(a) = event.agent_added {
-                    self.add_agent(v, a.agent).await;
+                    let id = a.agent.agent_info.id.as_ref().map(|i| i.value.clone());
+                    if let Some(id) = id.filter(|id| self.carried.remove(id).is_some()) {
+                        // It re-registered: its TASK_ADDED events follow.
+                        v.tasks.retain(|_, t| t.agent_id != id);
+                    }
+                    let mut v = self.view.take().unwrap_or_default();
+                    self.add_agent(&mut v, a.agent).await;
+                    self.view = Some(v);
                     return true;
                 }
             }
             Some(T::AgentRemoved) => {
                 if let Some(a) = event.agent_removed {
-                    return v.agents.remove(&a.agent_id.value).is_some();
+                    let id = a.agent_id.value;
+                    self.carried.remove(&id);
+                    v.tasks.retain(|_, t| t.agent_id != id);
+                    return v.agents.remove(&id).is_some();
                 }
             }
             Some(T::FrameworkAdded) => {
                 if let Some(f) = event.framework_added {
-                    self.add_framework(v, f.framework.framework_info).await;
+                    let mut v = self.view.take().unwrap_or_default();
+                    self.add_framework(&mut v, f.framework.framework_info).await;
+                    self.view = Some(v);
                     return true;
                 }
             }
             Some(T::FrameworkUpdated) => {
                 if let Some(f) = event.framework_updated {
-                    self.add_framework(v, f.framework.framework_info).await;
+                    let mut v = self.view.take().unwrap_or_default();
+                    self.add_framework(&mut v, f.framework.framework_info).await;
+                    self.view = Some(v);
                     return true;
                 }
             }
@@ -306,6 +366,37 @@ impl Follower {
             _ => {}
         }
         false
+    }
+
+    /// Carries over, from the previous view, the agents (with their tasks)
+    /// and frameworks a new snapshot lacks; returns how many agents.
+    fn carry_over(&mut self, fresh: &mut ClusterView) -> usize {
+        let Some(previous) = self.view.take() else {
+            return 0;
+        };
+        let until = tokio::time::Instant::now() + CARRY;
+        let mut carried = 0;
+        for (id, agent) in previous.agents {
+            if fresh.agents.contains_key(&id) {
+                self.carried.remove(&id);
+                continue;
+            }
+            for (task_id, t) in previous.tasks.iter().filter(|(_, t)| t.agent_id == id) {
+                fresh
+                    .tasks
+                    .entry(task_id.clone())
+                    .or_insert_with(|| t.clone());
+            }
+            let deadline = *self.carried.entry(id.clone()).or_insert(until);
+            if deadline > tokio::time::Instant::now() {
+                fresh.agents.insert(id, agent);
+                carried += 1;
+            }
+        }
+        for (id, f) in previous.frameworks {
+            fresh.frameworks.entry(id).or_insert(f);
+        }
+        carried
     }
 
     async fn add_agent(&mut self, view: &mut ClusterView, a: mr::response::get_agents::Agent) {
