@@ -560,6 +560,171 @@ mod tests {
         assert_eq!(split_host_port("nohost"), None);
     }
 
+    fn agent(id: &str) -> mr::response::get_agents::Agent {
+        mr::response::get_agents::Agent {
+            agent_info: m::AgentInfo {
+                hostname: "h".into(),
+                id: Some(m::AgentId { value: id.into() }),
+                ..Default::default()
+            },
+            pid: Some("slave(1)@10.0.0.7:5051".into()),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, agent: &str, state: m::TaskState) -> m::Task {
+        m::Task {
+            name: "web.prod".into(),
+            task_id: m::TaskId { value: id.into() },
+            framework_id: m::FrameworkId { value: "fw".into() },
+            agent_id: m::AgentId {
+                value: agent.into(),
+            },
+            state: state as i32,
+            resources: vec![m::Resource {
+                name: "ports".into(),
+                ranges: Some(m::value::Ranges {
+                    range: vec![m::value::Range {
+                        begin: 31000,
+                        end: 31001,
+                    }],
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(agents: Vec<&str>, tasks: Vec<m::Task>, with_framework: bool) -> mr::Event {
+        let frameworks = with_framework
+            .then(|| mr::response::get_frameworks::Framework {
+                framework_info: m::FrameworkInfo {
+                    name: "marathon".into(),
+                    id: Some(m::FrameworkId { value: "fw".into() }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        mr::Event {
+            r#type: Some(mr::event::Type::Subscribed as i32),
+            subscribed: Some(mr::event::Subscribed {
+                get_state: Some(mr::response::GetState {
+                    get_tasks: Some(mr::response::GetTasks {
+                        tasks,
+                        ..Default::default()
+                    }),
+                    get_agents: Some(mr::response::GetAgents {
+                        agents: agents.into_iter().map(agent).collect(),
+                        ..Default::default()
+                    }),
+                    get_frameworks: Some(mr::response::GetFrameworks {
+                        frameworks,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                heartbeat_interval_seconds: Some(15.0),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn follower() -> Follower {
+        let store = Arc::new(RecordStore::new(
+            "mesos.",
+            Arc::new(crate::DnsMetrics::new()),
+        ));
+        Follower::new(
+            vec!["127.0.0.1:5050".into()],
+            store,
+            Duration::from_secs(300),
+        )
+    }
+
+    fn names(f: &Follower) -> crate::Records {
+        crate::Records::build(f.view.as_ref().expect("a view"), "mesos")
+    }
+
+    #[tokio::test]
+    async fn events_change_the_records() {
+        let mut f = follower();
+        let mut subscribed = false;
+        let running = task("t1", "a-1", m::TaskState::TaskRunning);
+        f.apply(
+            &mut subscribed,
+            subscribed_event_default(running),
+            &None,
+            &[],
+        )
+        .await;
+        let r = names(&f);
+        assert_eq!(r.addresses_of("web-prod.marathon.mesos.").len(), 1);
+        assert_eq!(r.services_of("_web-prod._tcp.marathon.mesos.").len(), 2);
+        let killed = mr::Event {
+            r#type: Some(mr::event::Type::TaskUpdated as i32),
+            task_updated: Some(mr::event::TaskUpdated {
+                framework_id: m::FrameworkId { value: "fw".into() },
+                status: m::TaskStatus {
+                    task_id: m::TaskId { value: "t1".into() },
+                    state: m::TaskState::TaskKilled as i32,
+                    ..Default::default()
+                },
+                state: m::TaskState::TaskKilled as i32,
+            }),
+            ..Default::default()
+        };
+        assert!(f.apply(&mut subscribed, killed, &None, &[]).await);
+        assert!(names(&f)
+            .addresses_of("web-prod.marathon.mesos.")
+            .is_empty());
+    }
+
+    fn subscribed_event_default(t: m::Task) -> mr::Event {
+        snapshot(vec!["a-1"], vec![t], true)
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_without_the_agent_keeps_its_tasks_until_it_re_registers() {
+        let mut f = follower();
+        let mut subscribed = false;
+        let running = task("t1", "a-1", m::TaskState::TaskRunning);
+        f.apply(
+            &mut subscribed,
+            subscribed_event_default(running.clone()),
+            &None,
+            &[],
+        )
+        .await;
+        // The new leader: no agent, no framework yet.
+        let mut again = false;
+        f.apply(&mut again, snapshot(vec![], vec![], false), &None, &[])
+            .await;
+        assert_eq!(f.carried.len(), 1);
+        assert_eq!(names(&f).addresses_of("web-prod.marathon.mesos.").len(), 1);
+        // The agent re-registers; its task comes again with TASK_ADDED.
+        let added = mr::Event {
+            r#type: Some(mr::event::Type::AgentAdded as i32),
+            agent_added: Some(mr::event::AgentAdded {
+                agent: agent("a-1"),
+            }),
+            ..Default::default()
+        };
+        f.apply(&mut again, added, &None, &[]).await;
+        assert!(f.carried.is_empty());
+        assert!(names(&f)
+            .addresses_of("web-prod.marathon.mesos.")
+            .is_empty());
+        let task_added = mr::Event {
+            r#type: Some(mr::event::Type::TaskAdded as i32),
+            task_added: Some(mr::event::TaskAdded { task: running }),
+            ..Default::default()
+        };
+        f.apply(&mut again, task_added, &None, &[]).await;
+        assert_eq!(names(&f).addresses_of("web-prod.marathon.mesos.").len(), 1);
+    }
+
     #[test]
     fn terminal_states_drop_tasks() {
         assert!(is_terminal(m::TaskState::TaskKilled as i32));
