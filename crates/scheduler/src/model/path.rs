@@ -255,6 +255,12 @@ mod tests {
     }
 
     #[test]
+    fn task_names_are_the_id_reversed_as_marathon_writes_them() {
+        assert_eq!(PathId::new("/prod/web").to_hostname(), "web.prod");
+        assert_eq!(PathId::new("/redis").to_hostname(), "redis");
+    }
+
+    #[test]
     fn prefix_and_parent() {
         let id = PathId::new("/a/b");
         assert_eq!(id.safe_task_prefix(), "a_b");
