@@ -21,7 +21,8 @@
 //! (polled every millisecond) is measured, as is the time from the kill.
 //!
 //! Last line: `source=… loader=… apps=… qps=… p50_ms=… p99_ms=…
-//! lost=… [follow_ms_p50=… follow_ms_max=… follow_from_kill_ms_p50=…]`.
+//! lost=… [follow_ms_p50=… follow_ms_max=… follow_from_kill_ms_p50=…
+//! rebuilds=… rebuild_ms_mean=…]` (the last two from the DNS' /metrics).
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -544,6 +545,23 @@ pub fn run(args: &DnsArgs) -> Result<()> {
                 percentile(&follow, 50.0),
                 follow[follow.len() - 1],
                 percentile(&from_kill, 50.0)
+            ));
+        }
+    }
+    if let Some(c) = &cluster {
+        let metrics = c.dns_http().get("/metrics")?.body;
+        let value = |name: &str| -> Option<f64> {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        };
+        if let (Some(sum), Some(count)) = (
+            value("meseta_dns_record_rebuild_seconds_sum"),
+            value("meseta_dns_record_rebuild_seconds_count"),
+        ) {
+            line.push_str(&format!(
+                " rebuilds={count:.0} rebuild_ms_mean={:.2}",
+                sum / count.max(1.0) * 1e3
             ));
         }
     }

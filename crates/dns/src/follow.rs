@@ -7,7 +7,8 @@
 //! from the leader (whose address becomes `leader.{domain}`). The stream
 //! starts with SUBSCRIBED (the whole state), then carries every task,
 //! agent and framework change as it happens; the records are rebuilt once
-//! per batch of events that arrived together. When the stream ends (the
+//! per batch of events that arrived together, and at most every
+//! `MIN_REBUILD_INTERVAL` (25 ms) during a burst. When the stream ends (the
 //! master stopped leading, died or dropped a slow subscriber), when no
 //! byte arrived for three heartbeat intervals, or every `resync` as a
 //! safety net, the follower subscribes again, trying the masters in turn;
@@ -48,6 +49,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long resolving one host name may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Rebuilds of the records are at least this far apart: a burst of events
+/// (a deployment of many tasks) costs a rebuild per interval, not one per
+/// event, and a change waits at most this long for its rebuild.
+const MIN_REBUILD_INTERVAL: Duration = Duration::from_millis(25);
 /// How long tasks of an agent that has not re-registered with a new leader
 /// keep their records.
 const CARRY: Duration = Duration::from_secs(120);
@@ -66,6 +71,8 @@ pub(crate) struct Follower {
     view: Option<ClusterView>,
     /// Agents carried over from a previous leader, until when.
     carried: HashMap<String, tokio::time::Instant>,
+    /// The view changed since it was last published.
+    pending: bool,
 }
 
 /// Why one subscription ended.
@@ -90,6 +97,7 @@ impl Follower {
             resolved: HashMap::new(),
             view: None,
             carried: HashMap::new(),
+            pending: false,
         }
     }
 
@@ -107,7 +115,10 @@ impl Follower {
             }
             let master = self.masters[next % self.masters.len()].clone();
             next = next.wrapping_add(1);
-            match self.follow(&master, &mut stop).await {
+            let ended = self.follow(&master, &mut stop).await;
+            // What the stream brought before it ended is served.
+            self.publish_pending();
+            match ended {
                 Ok(Ended::Stopped) => return,
                 Ok(Ended::Resync) => {
                     tracing::debug!("re-subscribing to the master for a full resync");
@@ -172,10 +183,19 @@ impl Follower {
         let mut decoder = recordio::Decoder::new();
         // Until this stream's SUBSCRIBED, events are not applied.
         let mut subscribed = false;
+        let mut last_publish = tokio::time::Instant::now()
+            .checked_sub(MIN_REBUILD_INTERVAL)
+            .unwrap_or_else(tokio::time::Instant::now);
         let resync_at = tokio::time::Instant::now() + self.resync;
         loop {
+            let publish_at = last_publish + MIN_REBUILD_INTERVAL;
             let chunk = tokio::select! {
                 c = tokio::time::timeout(SILENCE, stream.next()) => c,
+                _ = tokio::time::sleep_until(publish_at), if self.pending => {
+                    self.publish_pending();
+                    last_publish = tokio::time::Instant::now();
+                    continue;
+                }
                 _ = tokio::time::sleep_until(resync_at) => return Ok(Ended::Resync),
                 _ = stop.changed() => return Ok(Ended::Stopped),
             };
@@ -210,11 +230,21 @@ impl Follower {
                     .await;
             }
             changed |= self.expire_carried();
-            if changed && subscribed {
-                if let Some(v) = &self.view {
-                    self.store.publish(v);
-                }
+            self.pending |= changed && subscribed;
+            if self.pending && tokio::time::Instant::now() >= publish_at {
+                self.publish_pending();
+                last_publish = tokio::time::Instant::now();
             }
+        }
+    }
+
+    /// Publishes the view if it changed since the last publication.
+    fn publish_pending(&mut self) {
+        if self.pending {
+            if let Some(v) = &self.view {
+                self.store.publish(v);
+            }
+            self.pending = false;
         }
     }
 

@@ -127,7 +127,11 @@ impl RecordStore {
 
     /// Rebuilds the records from `view` and serves them from now on.
     pub fn publish(&self, view: &ClusterView) {
+        let started = std::time::Instant::now();
         let mut records = Records::build(view, &self.domain);
+        self.metrics
+            .rebuild_seconds
+            .observe(started.elapsed().as_secs_f64());
         let (addresses, services) = records.counts();
         let mut current = match self.current.write() {
             Ok(c) => c,
@@ -136,7 +140,6 @@ impl RecordStore {
         records.serial = current.serial.wrapping_add(1);
         *current = Arc::new(records);
         drop(current);
-        self.metrics.rebuilds.inc();
         let gauge = |kind: &str| {
             self.metrics.names.get_or_create(&metrics::KindLabels {
                 kind: kind.to_string(),

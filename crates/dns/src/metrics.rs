@@ -41,7 +41,7 @@ pub struct DnsMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub forward_seconds: Histogram,
     pub names: Family<KindLabels, Gauge>,
-    pub rebuilds: Counter,
+    pub rebuild_seconds: Histogram,
     pub subscriptions: Counter,
     pub events: Counter,
     pub connected: Gauge,
@@ -72,11 +72,12 @@ impl DnsMetrics {
         );
         let names = Family::<KindLabels, Gauge>::default();
         registry.register("names", "Names in the record store, by kind", names.clone());
-        let rebuilds = Counter::default();
-        registry.register(
-            "record_rebuilds",
-            "Times the record store was rebuilt after a change in the cluster",
-            rebuilds.clone(),
+        let rebuild_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 14));
+        registry.register_with_unit(
+            "record_rebuild",
+            "Time to rebuild the record store after a change in the cluster",
+            Unit::Seconds,
+            rebuild_seconds.clone(),
         );
         let subscriptions = Counter::default();
         registry.register(
@@ -101,7 +102,7 @@ impl DnsMetrics {
             requests,
             forward_seconds,
             names,
-            rebuilds,
+            rebuild_seconds,
             subscriptions,
             events,
             connected,
