@@ -297,11 +297,11 @@ impl Follower {
                 .map(|g| g.frameworks)
                 .unwrap_or_default()
             {
-                self.add_framework(&mut fresh, f.framework_info).await;
+                let _ = self.add_framework(&mut fresh, f.framework_info).await;
             }
             let tasks = state.get_tasks.unwrap_or_default();
             for t in tasks.tasks.into_iter().chain(tasks.unreachable_tasks) {
-                add_task(&mut fresh, t);
+                let _ = add_task(&mut fresh, t);
             }
             let (agents, tasks) = (fresh.agents.len(), fresh.tasks.len());
             let carried = self.carry_over(&mut fresh);
@@ -324,8 +324,7 @@ impl Follower {
         match kind {
             Some(T::TaskAdded) => {
                 if let Some(t) = event.task_added {
-                    add_task(v, t.task);
-                    return true;
+                    return add_task(v, t.task);
                 }
             }
             Some(T::TaskUpdated) => {
@@ -333,7 +332,8 @@ impl Follower {
                     let id = u.status.task_id.value;
                     let state = u.state;
                     if is_terminal(state) {
-                        return v.tasks.remove(&id).is_some();
+                        // Only a running task had records.
+                        return v.tasks.remove(&id).is_some_and(|t| t.running);
                     }
                     if let Some(t) = v.tasks.get_mut(&id) {
                         let running = state == m::TaskState::TaskRunning as i32;
@@ -373,17 +373,17 @@ impl Follower {
             Some(T::FrameworkAdded) => {
                 if let Some(f) = event.framework_added {
                     let mut v = self.view.take().unwrap_or_default();
-                    self.add_framework(&mut v, f.framework.framework_info).await;
+                    let changed = self.add_framework(&mut v, f.framework.framework_info).await;
                     self.view = Some(v);
-                    return true;
+                    return changed;
                 }
             }
             Some(T::FrameworkUpdated) => {
                 if let Some(f) = event.framework_updated {
                     let mut v = self.view.take().unwrap_or_default();
-                    self.add_framework(&mut v, f.framework.framework_info).await;
+                    let changed = self.add_framework(&mut v, f.framework.framework_info).await;
                     self.view = Some(v);
-                    return true;
+                    return changed;
                 }
             }
             Some(T::FrameworkRemoved) => {
@@ -462,21 +462,20 @@ impl Follower {
         );
     }
 
-    async fn add_framework(&mut self, view: &mut ClusterView, info: m::FrameworkInfo) {
+    /// Adds or updates a framework; true when its name or address changed.
+    async fn add_framework(&mut self, view: &mut ClusterView, info: m::FrameworkInfo) -> bool {
         let Some(id) = info.id.as_ref().map(|i| i.value.clone()) else {
-            return;
+            return false;
         };
         let ips = match info.hostname.as_deref() {
             Some(h) if !h.is_empty() => self.resolve(h).await,
             _ => Vec::new(),
         };
-        view.frameworks.insert(
-            id,
-            FrameworkView {
-                name: info.name,
-                ips,
-            },
-        );
+        let framework = FrameworkView {
+            name: info.name,
+            ips,
+        };
+        view.frameworks.insert(id, framework.clone()) != Some(framework)
     }
 
     async fn resolve_masters(&mut self) -> Vec<MasterView> {
@@ -521,9 +520,14 @@ impl Follower {
     }
 }
 
-fn add_task(view: &mut ClusterView, t: m::Task) {
+/// Adds (or replaces) a task; true when that changes the records (the task
+/// runs, or replaces one that ran).
+fn add_task(view: &mut ClusterView, t: m::Task) -> bool {
     if is_terminal(t.state) {
-        return;
+        return view
+            .tasks
+            .remove(&t.task_id.value)
+            .is_some_and(|old| old.running);
     }
     let mut ports = Vec::new();
     for r in t.resources.iter().filter(|r| r.name == "ports") {
@@ -538,16 +542,18 @@ fn add_task(view: &mut ClusterView, t: m::Task) {
             }
         }
     }
-    view.tasks.insert(
-        t.task_id.value,
-        TaskView {
-            name: t.name,
-            framework_id: t.framework_id.value,
-            agent_id: t.agent_id.value,
-            running: t.state == m::TaskState::TaskRunning as i32,
-            ports,
-        },
-    );
+    let task = TaskView {
+        name: t.name,
+        framework_id: t.framework_id.value,
+        agent_id: t.agent_id.value,
+        running: t.state == m::TaskState::TaskRunning as i32,
+        ports,
+    };
+    let running = task.running;
+    match view.tasks.insert(t.task_id.value, task) {
+        Some(old) => old.running || running,
+        None => running,
+    }
 }
 
 fn is_terminal(state: i32) -> bool {
