@@ -109,6 +109,9 @@ impl Follower {
         }
         let mut next = 0usize;
         let mut backoff = BACKOFF_MIN;
+        // Failed attempts in a row, and when that was last told.
+        let mut failures = 0usize;
+        let mut warned: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -123,14 +126,27 @@ impl Follower {
                 Ok(Ended::Resync) => {
                     tracing::debug!("re-subscribing to the master for a full resync");
                     backoff = BACKOFF_MIN;
+                    failures = 0;
                     continue;
                 }
                 Ok(Ended::Closed) => {
                     tracing::info!(%master, "the master's event stream ended; following the leader again");
                     backoff = BACKOFF_MIN;
+                    failures = 0;
                 }
                 Err(e) => {
+                    failures += 1;
                     tracing::debug!(%master, error = %e, "cannot follow the master's events");
+                    // Once every master was tried, say so (every 30 s at most).
+                    let due = warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30));
+                    if failures >= self.masters.len() && due {
+                        tracing::warn!(
+                            masters = ?self.masters,
+                            last_error = %e,
+                            "no master offers its event stream; serving the last records known"
+                        );
+                        warned = Some(tokio::time::Instant::now());
+                    }
                 }
             }
             self.store.metrics().connected.set(0);

@@ -193,7 +193,10 @@ impl Records {
 
     /// Whether `name` (normalized) is in this store's domain.
     pub fn in_domain(&self, name: &str) -> bool {
-        name == self.domain || name.ends_with(&format!(".{}", self.domain))
+        name == self.domain
+            || name
+                .strip_suffix(self.domain.as_str())
+                .is_some_and(|head| head.ends_with('.'))
     }
 
     /// The addresses of `name` (normalized).
