@@ -519,6 +519,12 @@ fn names_nxdomain_forwarding_servfail_and_the_http_api() {
             "{leader_srv:?}"
         );
 
+        // The server itself (SOA/NS name it ns1.mesos).
+        let ns = dig(&dns, "mesos", "NS")?;
+        ensure!(ns.data("NS") == vec!["ns1.mesos.".to_string()], "{ns:?}");
+        let ns1 = dig(&dns, "ns1.mesos", "A")?;
+        ensure!(ns1.data("A") == vec!["127.0.0.1".to_string()], "{ns1:?}");
+
         // Unknown names in the domain: NXDOMAIN.
         let nx = dig(&dns, "nothing-here.marathon.mesos", "A")?;
         ensure!(nx.status == "NXDOMAIN" && nx.answers.is_empty(), "{nx:?}");

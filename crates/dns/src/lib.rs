@@ -255,6 +255,7 @@ impl BoundDns {
             self.config.resolvers.clone(),
             self.config.resolver_timeout,
             self.config.ttl,
+            address,
         );
         let mut dns = ServerFuture::new(handler);
         dns.register_socket(self.udp);

@@ -38,6 +38,9 @@ pub(crate) struct Handler {
     pub resolvers: Vec<SocketAddr>,
     pub resolver_timeout: Duration,
     pub ttl: u32,
+    /// The server's own address, `ns1.{domain}` (none when it listens on
+    /// every address).
+    pub own: Option<IpAddr>,
     rotation: AtomicUsize,
 }
 
@@ -83,12 +86,14 @@ impl Handler {
         resolvers: Vec<SocketAddr>,
         resolver_timeout: Duration,
         ttl: u32,
+        listen: SocketAddr,
     ) -> Handler {
         Handler {
             store,
             resolvers,
             resolver_timeout,
             ttl,
+            own: Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
             rotation: AtomicUsize::new(0),
         }
     }
@@ -158,6 +163,17 @@ impl Handler {
                 }
             }
         }
+        if name.strip_prefix("ns1.") == Some(records.domain.as_str()) {
+            match self.own {
+                Some(IpAddr::V4(v4)) if want(RecordType::A) => out
+                    .answers
+                    .push(Record::from_rdata(qname.clone(), self.ttl, RData::A(A(v4)))),
+                Some(IpAddr::V6(v6)) if want(RecordType::AAAA) => out.answers.push(
+                    Record::from_rdata(qname.clone(), self.ttl, RData::AAAA(AAAA(v6))),
+                ),
+                _ => {}
+            }
+        }
         if apex && want(RecordType::SOA) {
             out.answers.push(self.soa(records));
         }
@@ -170,8 +186,10 @@ impl Handler {
                 ));
             }
         }
+        let own_name =
+            self.own.is_some() && name.strip_prefix("ns1.") == Some(records.domain.as_str());
         if out.answers.is_empty() {
-            if !apex && !records.has_name(name) {
+            if !apex && !own_name && !records.has_name(name) {
                 out.rcode = ResponseCode::NXDomain;
             }
             out.authority.push(self.soa(records));
