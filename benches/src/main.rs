@@ -10,11 +10,14 @@
 //! - `recover`: an agent restart re-attaching to its running tasks.
 //! - `api`: offers → ACCEPT → TASK_RUNNING over gRPC and over Mesos' v1
 //!   HTTP API (JSON and protobuf), side by side.
+//! - `dns`: DNS answers/s and p99 against 1,000 apps, and how soon a
+//!   record follows a moved task.
 
 mod allocator;
 mod api;
 mod containers;
 mod deploy;
+mod dns;
 mod kv;
 mod launch;
 mod recover;
@@ -44,6 +47,8 @@ enum Command {
     Recover(recover::RecoverArgs),
     /// Offers → ACCEPT → TASK_RUNNING over gRPC vs the v1 HTTP API.
     Api(api::ApiArgs),
+    /// DNS queries/s and p99 against 1,000 apps; record-follow latency.
+    Dns(dns::DnsArgs),
 }
 
 fn main() {
@@ -56,6 +61,7 @@ fn main() {
         Command::Recover(args) => recover::run(args),
         Command::Api(args) => api::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Dns(args) => dns::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

@@ -58,6 +58,9 @@ pub struct Cluster {
     marathon: Api,
     master_addr: String,
     task_ports: (u16, u16),
+    /// The DNS server's address (UDP and TCP) and its HTTP API.
+    dns_addr: String,
+    dns_http: Api,
     /// meseta's processes when it was last told to stop: killed on drop if
     /// any survived.
     leftovers: Vec<Process>,
@@ -130,7 +133,11 @@ impl Cluster {
             .prefix("meseta-e2e-")
             .tempdir()
             .context("creating the cluster's data dir")?;
-        let ports = free_ports(3)?;
+        let ports = free_ports(5)?;
+        let (dns_addr, dns_http_addr) = (
+            format!("127.0.0.1:{}", ports[3]),
+            format!("127.0.0.1:{}", ports[4]),
+        );
         let (master_addr, agent_addr, scheduler_addr) = (
             format!("127.0.0.1:{}", ports[0]),
             format!("127.0.0.1:{}", ports[1]),
@@ -153,7 +160,9 @@ impl Cluster {
             .args(["--master-listen", &master_addr])
             .args(["--agent-listen", &agent_addr])
             .args(["--scheduler-listen", &scheduler_addr])
-            .args(["--resources", &resources]);
+            .args(["--resources", &resources])
+            .args(["--dns-listen", &dns_addr])
+            .args(["--dns-http-listen", &dns_http_addr]);
         let forced = std::env::var("MESETA_E2E_ISOLATION")
             .ok()
             .filter(|s| !s.is_empty());
@@ -186,6 +195,8 @@ impl Cluster {
             marathon: Api::new(&scheduler_addr),
             master_addr,
             task_ports,
+            dns_addr,
+            dns_http: Api::new(&dns_http_addr),
             leftovers: Vec::new(),
         };
         match cluster.wait_ready() {
@@ -271,6 +282,16 @@ impl Cluster {
     /// The task port range given to the agent (inclusive).
     pub fn task_ports(&self) -> (u16, u16) {
         self.task_ports
+    }
+
+    /// The address of the cluster's DNS server (UDP and TCP), `127.0.0.1:port`.
+    pub fn dns_address(&self) -> &str {
+        &self.dns_addr
+    }
+
+    /// The DNS server's HTTP API (mesos-dns' `/v1/…`).
+    pub fn dns_http(&self) -> &Api {
+        &self.dns_http
     }
 
     /// The pid of the `meseta up` process (0 once it was stopped).

@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod config;
+mod dns;
 mod notify;
 mod task_log;
 
@@ -54,6 +55,8 @@ enum Command {
     Client(commands::ClientCommand),
     /// Print a shell completion script: `meseta completions bash|zsh|fish`.
     Completions { shell: clap_complete::Shell },
+    /// Service discovery DNS: mesos-dns' names from the leading master.
+    Dns(dns::DnsArgs),
 }
 
 #[derive(Args)]
@@ -73,6 +76,8 @@ struct UpArgs {
     /// linux (namespaces + cgroups), posix; default: linux when possible.
     #[arg(long)]
     isolation: Option<String>,
+    #[command(flatten)]
+    dns: dns::UpDnsArgs,
 }
 
 #[derive(Args)]
@@ -492,6 +497,7 @@ async fn run(cli: Cli) -> Result<()> {
             let _ = std::io::Write::write_all(&mut out, &script);
             Ok(())
         }
+        Command::Dns(a) => dns::run(a, wait(shutdown_signal())).await,
     }
 }
 
@@ -588,17 +594,21 @@ async fn up(a: UpArgs) -> Result<()> {
     ))
     .await
     .context("starting the scheduler")?;
+    let dns = dns::bind_for_up(&a.dns, &master_addr).await?;
+    let dns_addr = dns.address();
     let agent_addr = agent.address().to_string();
     let scheduler_addr = scheduler.address().to_string();
     let m = tokio::spawn(master.serve(wait(stop.clone())));
     let ag = tokio::spawn(agent.serve(wait(stop.clone())));
     let s = tokio::spawn(scheduler.serve(wait(stop.clone())));
+    let d = tokio::spawn(dns.serve(wait(stop.clone())));
     notify::ready(&format!(
         "up: master {master_addr}, agent {agent_addr}, marathon {scheduler_addr}"
     ));
-    eprintln!("meseta is up: master http://{master_addr}  agent http://{agent_addr}  marathon http://{scheduler_addr}  (Ctrl-C stops it and its tasks)");
+    eprintln!("meseta is up: master http://{master_addr}  agent http://{agent_addr}  marathon http://{scheduler_addr}  dns {dns_addr}  (Ctrl-C stops it and its tasks)");
     let (s, ag) = (s.await, ag.await);
     let m = m.await;
+    d.await.context("dns task")?.context("dns")?;
     s.context("scheduler task")?.context("scheduler")?;
     ag.context("agent task")?.context("agent")?;
     m.context("master task")?.context("master")?;

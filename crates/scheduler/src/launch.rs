@@ -472,7 +472,7 @@ pub fn task_info(app: &AppDefinition, task_id: &str, offer: &pb::Offer, fit: &Fi
     };
     let container = container_info(app, fit);
     pb::TaskInfo {
-        name: app.id.safe_task_prefix().replace('_', "."),
+        name: app.id.to_hostname(),
         task_id: Some(pb::TaskId {
             value: task_id.to_string(),
         }),

@@ -154,6 +154,15 @@ impl PathId {
         self.segments.join("_")
     }
 
+    /// The name Marathon gives the app's tasks (`TaskInfo.name`): the
+    /// segments reversed and joined with dots (`/prod/web` → `web.prod`).
+    /// mesos-dns turns it into the app's DNS label (`web-prod`).
+    pub fn to_hostname(&self) -> String {
+        let mut segments = self.segments.clone();
+        segments.reverse();
+        segments.join(".")
+    }
+
     /// Inverse of [`PathId::safe_task_prefix`]: `a_b` → `/a/b`.
     pub fn from_safe_task_prefix(prefix: &str) -> PathId {
         Self {
@@ -243,6 +252,12 @@ mod tests {
         assert!(PathId::parse("/a/tasks").is_err());
         assert_eq!(PathId::parse("/"), Err(PathIdError::Empty));
         assert!(PathId::parse("/Web").is_err());
+    }
+
+    #[test]
+    fn task_names_are_the_id_reversed_as_marathon_writes_them() {
+        assert_eq!(PathId::new("/prod/web").to_hostname(), "web.prod");
+        assert_eq!(PathId::new("/redis").to_hostname(), "redis");
     }
 
     #[test]
