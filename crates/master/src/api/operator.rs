@@ -246,6 +246,14 @@ fn flags(master: &Master) -> r::GetFlags {
                 format!("{}secs", c.agent_ping_timeout.as_secs_f64()),
             ),
             flag(
+                "max_agent_ping_timeouts",
+                c.max_agent_ping_timeouts.to_string(),
+            ),
+            flag(
+                "agent_removal_timeout",
+                format!("{}secs", c.agent_removal_timeout.as_secs_f64()),
+            ),
+            flag(
                 "agent_reregister_timeout",
                 format!("{}secs", c.agent_reregister_timeout.as_secs_f64()),
             ),
@@ -398,6 +406,49 @@ async fn operator(State(master): State<Arc<Master>>, headers: HeaderMap, body: B
                 .teardown_framework(&teardown.framework_id.value)
                 .await
             {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => mesos_error(&e, PATH),
+            };
+        }
+        T::DrainAgent => {
+            let Some(drain) = call.drain_agent else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a DRAIN_AGENT call must carry 'drain_agent'",
+                );
+            };
+            let grace = drain
+                .max_grace_period
+                .as_ref()
+                .map(|d| d.seconds() as f64 + f64::from(d.nanos()) / 1e9);
+            return match master
+                .drain_agent(&drain.agent_id.value, grace, drain.mark_gone())
+                .await
+            {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => mesos_error(&e, PATH),
+            };
+        }
+        T::DeactivateAgent => {
+            let Some(d) = call.deactivate_agent else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a DEACTIVATE_AGENT call must carry 'deactivate_agent'",
+                );
+            };
+            return match master.deactivate_agent(&d.agent_id.value).await {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => mesos_error(&e, PATH),
+            };
+        }
+        T::ReactivateAgent => {
+            let Some(r) = call.reactivate_agent else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a REACTIVATE_AGENT call must carry 'reactivate_agent'",
+                );
+            };
+            return match master.reactivate_agent(&r.agent_id.value).await {
                 Ok(()) => StatusCode::OK.into_response(),
                 Err(e) => mesos_error(&e, PATH),
             };
