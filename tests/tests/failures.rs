@@ -377,8 +377,20 @@ mod chrono_like {
     }
 }
 
-fn first_line_with<'a>(log: &'a str, needle: &str) -> Option<&'a str> {
-    log.lines().find(|l| l.contains(needle))
+/// The first line of `log` holding `needle` stamped after `after`.
+fn first_line_after<'a>(log: &'a str, needle: &str, after: &chrono_like::Stamp) -> Option<&'a str> {
+    log.lines()
+        .find(|l| l.contains(needle) && stamp(l).is_some_and(|s| s > *after))
+}
+
+/// Now, as tracing stamps its lines.
+fn utc_now() -> Result<chrono_like::Stamp> {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output()
+        .context("running date")?;
+    chrono_like::parse(String::from_utf8_lossy(&out.stdout).trim())
+        .ok_or_else(|| anyhow!("date printed no timestamp"))
 }
 
 /// The pid of the `sleep` of task `task_id`, found in its agent's namespace
@@ -456,10 +468,10 @@ fn five_failures_under_load() -> Result<()> {
             }
         })?;
         suite.write("/w/after-task-death")?;
+        let replacement: Vec<String> = now.difference(&ids).cloned().collect();
         ids = suite.check("task death", &ids, &taken)?;
-        let replacements = now.difference(&ids).count();
         println!(
-            "scenario 1 (a task dies): task {victim} killed on {}, replaced; {n} running, {replacements} extra, {:.1?}",
+            "scenario 1 (a task dies): task {victim} killed on {}, replaced by {replacement:?}; exactly {n} running, {:.1?}",
             node.name,
             t0.elapsed()
         );
@@ -567,6 +579,8 @@ fn five_failures_under_load() -> Result<()> {
     {
         let t0 = Instant::now();
         let old = suite.wait_leader("a leader")?;
+        let cut_at = utc_now()?;
+        let lapses_before = suite.log(&old).matches("cannot confirm leadership").count();
         suite.net.cut(&old)?;
         let new = wait_until("a new leader among the majority", LONG, POLL, || {
             suite.leader(Some(&old)).and_then(|l| {
@@ -581,13 +595,10 @@ fn five_failures_under_load() -> Result<()> {
         suite.write("/w/during-master-partition")?;
         let old_log = suite.log(&old);
         let new_log = suite.log(&new);
-        let lapse = first_line_with(&old_log, "cannot confirm leadership")
+        let lapse = first_line_after(&old_log, "cannot confirm leadership", &cut_at)
             .ok_or_else(|| anyhow!("the cut-off leader {old} never stopped acting"))?;
-        let elected = new_log
-            .lines()
-            .filter(|l| l.contains("became raft leader"))
-            .last()
-            .ok_or_else(|| anyhow!("{new} logged no election"))?;
+        let elected = first_line_after(&new_log, "became raft leader", &cut_at)
+            .ok_or_else(|| anyhow!("{new} logged no election after the cut"))?;
         let (lapse_at, elected_at_stamp) = (stamp(lapse), stamp(elected));
         if lapse_at.is_none() || elected_at_stamp.is_none() || lapse_at >= elected_at_stamp {
             bail!("the old leader stopped acting at {lapse_at:?}, not before the new one was elected at {elected_at_stamp:?}");
@@ -605,7 +616,8 @@ fn five_failures_under_load() -> Result<()> {
         })?;
         ids = suite.check("master partition healed", &now, &BTreeSet::new())?;
         println!(
-            "scenario 4 (leading master partitioned away): {old} stopped acting ({}) before {new} was elected ({}) after {:.1?}; writes continued; no task killed; {old} rejoined as follower, {:.1?}",
+            "scenario 4 (leading master partitioned away): cut at {}, {old} stopped acting ({}) before {new} was elected ({}) after {:.1?}; writes continued; no task killed; {old} rejoined as follower, {:.1?} (lease lapses under load before the cut: {lapses_before})",
+            cut_at.0,
             lapse_at.map(|s| s.0).unwrap_or_default(),
             elected_at_stamp.map(|s| s.0).unwrap_or_default(),
             elected_at,

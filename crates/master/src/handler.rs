@@ -32,6 +32,9 @@ use crate::registry::{FrameworkRecord, RegistryCommand};
 use crate::state::now_secs;
 use crate::Master;
 
+/// How long a call waits for the leader's lease to be confirmed again.
+pub(crate) const LEASE_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How often frameworks get a HEARTBEAT event.
 pub(crate) const FRAMEWORK_HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -113,12 +116,20 @@ impl Master {
     /// Calls that act on the cluster (offers, launches, kills, drains) are
     /// served only by the leader, and only while a quorum of masters
     /// confirmed its leadership recently (see `crate::fencing`).
-    pub(crate) fn acting(&self) -> Result<(), CallError> {
-        self.leading()?;
-        if self.lease.valid() {
-            Ok(())
-        } else {
-            Err(CallError::LeaseLapsed)
+    /// A lease that lapsed for a moment (a slow fsync on a loaded host
+    /// delays the confirming round) is waited for, up to
+    /// [`LEASE_PATIENCE`], before the call is refused.
+    pub(crate) async fn acting(&self) -> Result<(), CallError> {
+        let deadline = std::time::Instant::now() + LEASE_PATIENCE;
+        loop {
+            self.leading()?;
+            if self.lease.valid() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CallError::LeaseLapsed);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -130,7 +141,7 @@ impl Master {
         self: &Arc<Self>,
         request: SubscribeRequest,
     ) -> Result<Subscription, CallError> {
-        self.acting()?;
+        self.acting().await?;
         let mut info = request.info;
         if info.name.is_empty() {
             return Err(CallError::Invalid(
@@ -245,7 +256,7 @@ impl Master {
         caller: Caller<'_>,
         call: pb::call::Call,
     ) -> Result<(), CallError> {
-        self.acting()?;
+        self.acting().await?;
         if framework_id.is_empty() {
             return Err(CallError::Invalid("the call has no framework_id".into()));
         }
@@ -516,7 +527,7 @@ impl Master {
         max_grace_period: Option<f64>,
         mark_gone: bool,
     ) -> Result<(), CallError> {
-        self.acting()?;
+        self.acting().await?;
         self.admitted_agent(agent_id)?;
         if let Some(g) = max_grace_period {
             if !(g.is_finite() && g >= 0.0) {
@@ -543,7 +554,7 @@ impl Master {
 
     /// DEACTIVATE_AGENT: no more offers from the agent; its tasks run on.
     pub(crate) async fn deactivate_agent(&self, agent_id: &str) -> Result<(), CallError> {
-        self.acting()?;
+        self.acting().await?;
         self.admitted_agent(agent_id)?;
         self.propose(RegistryCommand::DeactivateAgent {
             id: agent_id.to_string(),
@@ -556,7 +567,7 @@ impl Master {
 
     /// REACTIVATE_AGENT: undo a drain or a deactivation.
     pub(crate) async fn reactivate_agent(&self, agent_id: &str) -> Result<(), CallError> {
-        self.acting()?;
+        self.acting().await?;
         self.admitted_agent(agent_id)?;
         let known = {
             let registry = self.raft.state();
