@@ -200,12 +200,30 @@ impl Net {
                 ip: addr.clone(),
             });
             ip(&[
-                "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
-                "netns", &net.switch,
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &net.switch,
             ])?;
             ip(&["-n", &net.switch, "link", "set", &port, "master", "br0"])?;
             ip(&["-n", &net.switch, "link", "set", &port, "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
@@ -227,7 +245,13 @@ impl Net {
 
     /// Start `program args` inside node `name`, output to `log`. The child
     /// is killed on drop (with everything else in the namespace).
-    pub fn spawn(&mut self, name: &str, program: &Path, args: &[String], log: &Path) -> Result<u32> {
+    pub fn spawn(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<u32> {
         let ns = self.node(name).ns.clone();
         let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone().context("cloning the log handle")?;

@@ -290,7 +290,10 @@ impl Suite {
             if tasks.len() == n && running == n {
                 Ok(tasks.into_keys().collect())
             } else {
-                Err(format!("{} tasks, {running} running, want {n}", tasks.len()))
+                Err(format!(
+                    "{} tasks, {running} running, want {n}",
+                    tasks.len()
+                ))
             }
         })
     }
@@ -299,23 +302,35 @@ impl Suite {
     /// cluster cannot take writes; it is an acknowledged write once 201.
     fn write(&mut self, id: &str) -> Result<()> {
         let app = json!({"id": id, "cmd": "sleep 100000", "instances": 0, "cpus": 0.01, "mem": 16, "portDefinitions": []});
-        wait_until(&format!("the write of {id} to be acknowledged"), LONG, POLL, || {
-            let api = self.marathon().map_err(|e| e.to_string())?;
-            let reply = api.post_json("/v2/apps", &app).map_err(|e| e.to_string())?;
-            match reply.status {
-                201 => Ok(()),
-                // A retry of a write that was applied after all.
-                409 if api.get_json(&format!("/v2/apps{id}")).is_ok() => Ok(()),
-                _ => Err(reply.to_string()),
-            }
-        })?;
+        wait_until(
+            &format!("the write of {id} to be acknowledged"),
+            LONG,
+            POLL,
+            || {
+                let api = self.marathon().map_err(|e| e.to_string())?;
+                let reply = api.post_json("/v2/apps", &app).map_err(|e| e.to_string())?;
+                match reply.status {
+                    201 => Ok(()),
+                    // A retry of a write that was applied after all.
+                    409 if api.get_json(&format!("/v2/apps{id}")).is_ok() => Ok(()),
+                    _ => Err(reply.to_string()),
+                }
+            },
+        )?;
         self.written.push(id.to_string());
         Ok(())
     }
 
     /// The invariants every scenario ends with.
-    fn check(&self, scenario: &str, before: &BTreeSet<String>, taken: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-        let now = self.wait_exact(&format!("{scenario}: the app back to exactly its instances"))?;
+    fn check(
+        &self,
+        scenario: &str,
+        before: &BTreeSet<String>,
+        taken: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>> {
+        let now = self.wait_exact(&format!(
+            "{scenario}: the app back to exactly its instances"
+        ))?;
         let api = self.marathon()?;
         for id in &self.written {
             api.get_json(&format!("/v2/apps{id}"))
@@ -401,9 +416,7 @@ fn task_sleep_pid(ns: &str, task_id: &str) -> Option<i32> {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let cmd = meseta_tests::procfs::cmdline(*pid);
         cmd.first().is_some_and(|c| c.ends_with("sleep"))
-            && environ
-                .split(|b| *b == 0)
-                .any(|kv| kv == marker.as_bytes())
+            && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
     })
 }
 
@@ -487,21 +500,31 @@ fn five_failures_under_load() -> Result<()> {
         let leader = suite.wait_leader("a leader")?;
         let master = suite.master_api(&leader);
         let host = suite.ip(&agent);
-        wait_until("the restarted agent to re-register with its tasks", LONG, POLL, || {
-            let state = master.get_json("/master/state").map_err(|e| e.to_string())?;
-            let a = state["slaves"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["hostname"] == json!(host))
-                .cloned()
-                .ok_or("not registered")?;
-            if a["active"] == json!(true) && a["task_count"].as_u64() == Some(count) {
-                Ok(())
-            } else {
-                Err(format!("active {} with {} tasks", a["active"], a["task_count"]))
-            }
-        })?;
+        wait_until(
+            "the restarted agent to re-register with its tasks",
+            LONG,
+            POLL,
+            || {
+                let state = master
+                    .get_json("/master/state")
+                    .map_err(|e| e.to_string())?;
+                let a = state["slaves"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["hostname"] == json!(host))
+                    .cloned()
+                    .ok_or("not registered")?;
+                if a["active"] == json!(true) && a["task_count"].as_u64() == Some(count) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "active {} with {} tasks",
+                        a["active"], a["task_count"]
+                    ))
+                }
+            },
+        )?;
         let now = suite.check("agent restart", &ids, &BTreeSet::new())?;
         if now != ids {
             bail!(
@@ -529,19 +552,24 @@ fn five_failures_under_load() -> Result<()> {
             .map(|(id, _)| id)
             .collect();
         suite.net.cut(&agent)?;
-        wait_until("the cut agent's tasks to be TASK_UNREACHABLE", LONG, POLL, || {
-            let api = suite.marathon().map_err(|e| e.to_string())?;
-            let tasks = suite.tasks(&api).map_err(|e| e.to_string())?;
-            let unreachable = on_agent
-                .iter()
-                .filter(|id| tasks.get(*id).is_some_and(|(s, _)| s == "TASK_UNREACHABLE"))
-                .count();
-            if unreachable == on_agent.len() {
-                Ok(())
-            } else {
-                Err(format!("{unreachable} of {} unreachable", on_agent.len()))
-            }
-        })?;
+        wait_until(
+            "the cut agent's tasks to be TASK_UNREACHABLE",
+            LONG,
+            POLL,
+            || {
+                let api = suite.marathon().map_err(|e| e.to_string())?;
+                let tasks = suite.tasks(&api).map_err(|e| e.to_string())?;
+                let unreachable = on_agent
+                    .iter()
+                    .filter(|id| tasks.get(*id).is_some_and(|(s, _)| s == "TASK_UNREACHABLE"))
+                    .count();
+                if unreachable == on_agent.len() {
+                    Ok(())
+                } else {
+                    Err(format!("{unreachable} of {} unreachable", on_agent.len()))
+                }
+            },
+        )?;
         let unreachable_at = t0.elapsed();
         let replaced = wait_until("replacements to run elsewhere", LONG, POLL, || {
             let api = suite.marathon().map_err(|e| e.to_string())?;
@@ -563,7 +591,10 @@ fn five_failures_under_load() -> Result<()> {
         let now = suite.check("agent cut off", &ids, &BTreeSet::new())?;
         let back = on_agent.iter().filter(|id| now.contains(*id)).count();
         if back != on_agent.len() {
-            bail!("agent cut off: only {back} of {} tasks of the healed agent kept", on_agent.len());
+            bail!(
+                "agent cut off: only {back} of {} tasks of the healed agent kept",
+                on_agent.len()
+            );
         }
         ids = now;
         println!(
@@ -607,11 +638,19 @@ fn five_failures_under_load() -> Result<()> {
         let now = suite.check("master partition", &ids, &BTreeSet::new())?;
         suite.net.heal(&old)?;
         wait_until("the old leader to rejoin as a follower", LONG, POLL, || {
-            let state = suite.master_api(&old).get_json("/master/state").map_err(|e| e.to_string())?;
-            if state["elected"] == json!(false) && meseta_tests::masters::leader_of(&state).starts_with(&suite.ip(&new)) {
+            let state = suite
+                .master_api(&old)
+                .get_json("/master/state")
+                .map_err(|e| e.to_string())?;
+            if state["elected"] == json!(false)
+                && meseta_tests::masters::leader_of(&state).starts_with(&suite.ip(&new))
+            {
                 Ok(())
             } else {
-                Err(format!("elected {} leader {}", state["elected"], state["leader"]))
+                Err(format!(
+                    "elected {} leader {}",
+                    state["elected"], state["leader"]
+                ))
             }
         })?;
         ids = suite.check("master partition healed", &now, &BTreeSet::new())?;
@@ -628,9 +667,13 @@ fn five_failures_under_load() -> Result<()> {
     // 5. The leading scheduler is kill -9ed: the standby takes over.
     {
         let t0 = Instant::now();
-        let old = wait_until("a leading scheduler", LONG, POLL, || suite.leading_scheduler())?;
+        let old = wait_until("a leading scheduler", LONG, POLL, || {
+            suite.leading_scheduler()
+        })?;
         suite.kill9(&old)?;
-        let new = wait_until("the standby to take over", LONG, POLL, || suite.leading_scheduler())?;
+        let new = wait_until("the standby to take over", LONG, POLL, || {
+            suite.leading_scheduler()
+        })?;
         if new == old {
             bail!("the killed scheduler still leads");
         }

@@ -33,11 +33,15 @@ async fn subscribed(
     }
 }
 
-async fn refused(events: &mut tokio::sync::mpsc::UnboundedReceiver<SchedulerEvent>) -> Result<String> {
+async fn refused(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<SchedulerEvent>,
+) -> Result<String> {
     loop {
         match tokio::time::timeout(Duration::from_secs(60), events.recv()).await {
             Ok(Some(SchedulerEvent::Error(e))) => return Ok(e),
-            Ok(Some(SchedulerEvent::Subscribed { .. })) => bail!("a stale connection was subscribed"),
+            Ok(Some(SchedulerEvent::Subscribed { .. })) => {
+                bail!("a stale connection was subscribed")
+            }
             Ok(Some(_)) => continue,
             _ => bail!("no answer within 60 s"),
         }
@@ -104,7 +108,9 @@ fn a_framework_connection_older_than_the_current_one_cannot_act() -> Result<()> 
                 .err()
                 .ok_or_else(|| anyhow!("a call from a deposed connection was accepted"))?;
             if stale.code() != tonic::Code::PermissionDenied
-                || !stale.message().contains("older than the framework's current connection")
+                || !stale
+                    .message()
+                    .contains("older than the framework's current connection")
             {
                 bail!("unexpected refusal: {stale:?}");
             }
@@ -245,4 +251,166 @@ fn a_drained_agent_gets_no_offers_its_tasks_move_and_it_can_be_reactivated() -> 
         }
         Ok(())
     })
+}
+
+/// The pid of the process whose environment names task `task_id`.
+fn task_process(task_id: &str) -> Option<i32> {
+    let marker = format!("MESOS_TASK_ID={task_id}");
+    meseta_tests::procfs::processes().into_iter().find_map(|p| {
+        let environ = std::fs::read(format!("/proc/{}/environ", p.pid)).unwrap_or_default();
+        let cmd = p.cmdline();
+        (cmd.first().is_some_and(|c| c.ends_with("sleep"))
+            && environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+        .then_some(p.pid)
+    })
+}
+
+#[test]
+fn an_agent_back_after_the_removal_timeout_is_told_to_shut_down_its_tasks() -> Result<()> {
+    let mut m = Masters::start_with_args(
+        1,
+        &[
+            "--agent-ping-timeout",
+            "0.5",
+            "--max-agent-ping-timeouts",
+            "2",
+            "--agent-removal-timeout",
+            "4",
+        ],
+    )?;
+    m.run(|m| {
+        let agent = m.start_agent_with(meseta_tests::masters::AgentOptions::new(
+            "cpus:2;mem:1024;disk:100;ports:[31000-31010]",
+        ))?;
+        let scheduler = m.start_scheduler()?;
+        m.wait_scheduler_elected(&scheduler, ELECTION_DEADLINE)?;
+        let marathon = Api::new(&scheduler);
+        let master = Api::new(&m.addrs[0]);
+        let app = json!({"id": "/partitioned", "cmd": "sleep 100000", "instances": 1,
+            "cpus": 0.1, "mem": 16, "portDefinitions": [],
+            "unreachableStrategy": {"inactiveAfterSeconds": 3600, "expungeAfterSeconds": 3600}});
+        let reply = marathon.post_json("/v2/apps", &app)?;
+        if reply.status != 201 {
+            bail!("creating the app: {reply}");
+        }
+        let (task, agent_id) = wait_until("the task to run", ELECTION_DEADLINE, POLL, || {
+            let v = marathon.get_json("/v2/apps/partitioned/tasks")?;
+            let t = v["tasks"]
+                .as_array()
+                .and_then(|t| t.first())
+                .filter(|t| t["state"] == json!("TASK_RUNNING"))
+                .ok_or_else(|| anyhow!("not running: {v}"))?;
+            Ok::<_, anyhow::Error>((
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["slaveId"].as_str().unwrap_or_default().to_string(),
+            ))
+        })?;
+        let pid = wait_until("the task's process", ELECTION_DEADLINE, POLL, || {
+            task_process(&task).ok_or("not found")
+        })?;
+        m.track_task_pid(pid);
+        let agent_pid = m
+            .agent_pid(agent)
+            .ok_or_else(|| anyhow!("agent not running"))?;
+        // The agent falls silent (as if cut off): unreachable, then gone.
+        meseta_tests::procfs::signal(agent_pid, nix::sys::signal::Signal::SIGSTOP);
+        let stopped = scopeguard(agent_pid);
+        wait_until(
+            "Marathon to see the task unreachable",
+            ELECTION_DEADLINE,
+            POLL,
+            || {
+                let v = marathon.get_json("/v2/apps/partitioned/tasks")?;
+                if v["tasks"][0]["state"] == json!("TASK_UNREACHABLE") {
+                    Ok(())
+                } else {
+                    Err(anyhow!("{v}"))
+                }
+            },
+        )?;
+        wait_until(
+            "the agent to be removed",
+            ELECTION_DEADLINE,
+            POLL,
+            || match agent_in_state(&master, &agent_id) {
+                Err(_) => Ok(()),
+                Ok(a) => Err(anyhow!("still there: {a}")),
+            },
+        )?;
+        // TASK_GONE: Marathon forgets the task and wants a replacement.
+        wait_until(
+            "Marathon to drop the gone task",
+            ELECTION_DEADLINE,
+            POLL,
+            || {
+                let v = marathon.get_json("/v2/apps/partitioned/tasks")?;
+                let ids: Vec<&str> = v["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t["id"].as_str())
+                    .collect();
+                if ids.contains(&task.as_str()) {
+                    Err(anyhow!("still has {task}"))
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        drop(stopped);
+        // Back: it is told to shut its tasks down, says why, kills them and
+        // registers again as a new agent.
+        wait_until(
+            "the task process to be killed",
+            Duration::from_secs(60),
+            POLL,
+            || {
+                if meseta_tests::procfs::pid_running(pid)
+                    && !meseta_tests::procfs::process(pid).is_some_and(|p| p.is_zombie())
+                {
+                    Err("still running")
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        let log = meseta_tests::cluster::strip_ansi(&m.agent_log(agent).unwrap_or_default());
+        if !log.contains("told this agent to shut down") || !log.contains("removal timeout") {
+            bail!("the agent does not say why it shut its tasks down:\n{log}");
+        }
+        wait_until(
+            "the agent to register anew",
+            ELECTION_DEADLINE,
+            POLL,
+            || {
+                let state = master.get_json("/master/state")?;
+                let ids: Vec<String> = state["slaves"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["active"] == json!(true))
+                    .filter_map(|a| a["id"].as_str().map(str::to_string))
+                    .collect();
+                if ids.len() == 1 && ids[0] != agent_id {
+                    Ok(())
+                } else {
+                    Err(anyhow!("active agents {ids:?}"))
+                }
+            },
+        )?;
+        Ok(())
+    })
+}
+
+/// Resumes a SIGSTOPped process when dropped (also when the test fails).
+struct Resume(i32);
+
+fn scopeguard(pid: i32) -> Resume {
+    Resume(pid)
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        meseta_tests::procfs::signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
 }

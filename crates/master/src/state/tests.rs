@@ -340,7 +340,9 @@ fn frameworks_past_their_failover_timeout_are_torn_down() {
     assert!(removed, "operators hear FRAMEWORK_REMOVED");
 }
 
-fn updates(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<pb::Event, tonic::Status>>) -> Vec<pb::TaskStatus> {
+fn updates(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<pb::Event, tonic::Status>>,
+) -> Vec<pb::TaskStatus> {
     let mut out = Vec::new();
     while let Ok(Ok(ev)) = rx.try_recv() {
         if let Some(pb::event::Event::Update(u)) = ev.event {
@@ -378,7 +380,14 @@ fn a_silent_agent_is_unreachable_to_partition_aware_frameworks_and_lost_to_other
     let (aware_tx, mut aware) = unbounded_channel();
     let (plain_tx, mut plain) = unbounded_channel();
     s.attach_framework("aware", partition_aware_info(), aware_tx, 1, false, "s1");
-    s.attach_framework("plain", pb::FrameworkInfo::default(), plain_tx, 2, false, "s2");
+    s.attach_framework(
+        "plain",
+        pb::FrameworkInfo::default(),
+        plain_tx,
+        2,
+        false,
+        "s2",
+    );
     s.attach_agent(
         "a1",
         &agent_info("h1"),
@@ -389,18 +398,21 @@ fn a_silent_agent_is_unreachable_to_partition_aware_frameworks_and_lost_to_other
     );
     assert!(s.allocate() > 0, "the agent's free resources are offered");
     // Nothing heard for longer than the silence limit.
-    s.agents
-        .get_mut("a1")
-        .expect("attached")
-        .last_heartbeat -= Duration::from_secs(10);
+    s.agents.get_mut("a1").expect("attached").last_heartbeat -= Duration::from_secs(10);
     let expiry = s.expire_agents(Duration::from_secs(3), Duration::from_secs(3600));
     assert_eq!(expiry.unreachable.len(), 1);
     assert!(expiry.gone.is_empty());
     assert!(s.offers.is_empty(), "its offers are rescinded");
     let aware_states: Vec<i32> = updates(&mut aware).iter().map(|u| u.state).collect();
-    assert!(aware_states.contains(&(TaskState::TaskUnreachable as i32)), "{aware_states:?}");
+    assert!(
+        aware_states.contains(&(TaskState::TaskUnreachable as i32)),
+        "{aware_states:?}"
+    );
     let plain_states: Vec<i32> = updates(&mut plain).iter().map(|u| u.state).collect();
-    assert!(plain_states.contains(&(TaskState::TaskLost as i32)), "{plain_states:?}");
+    assert!(
+        plain_states.contains(&(TaskState::TaskLost as i32)),
+        "{plain_states:?}"
+    );
     assert_eq!(s.allocate(), 0, "an unreachable agent is not offered");
     // It re-registers in time with its tasks: they are running again.
     let (atx2, _arx2) = unbounded_channel();
