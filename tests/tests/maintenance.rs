@@ -188,7 +188,11 @@ fn a_drained_agent_gets_no_offers_its_tasks_move_and_it_can_be_reactivated() -> 
         })?;
         let drained = before[0].1.clone();
         let _ = first;
+        if before.iter().any(|(_, a)| *a != drained) {
+            bail!("both tasks should start on the only agent: {before:?}");
+        }
         m.start_agent("cpus:2;mem:1024;disk:100;ports:[31011-31020]")?;
+        let events = meseta_tests::EventStream::connect(marathon.base(), "")?;
         operator(
             &master,
             json!({"type": "DRAIN_AGENT", "drain_agent": {
@@ -205,6 +209,31 @@ fn a_drained_agent_gets_no_offers_its_tasks_move_and_it_can_be_reactivated() -> 
                 Err(anyhow!("running: {r:?}"))
             }
         })?;
+        // Marathon replaced them first: both replacements ran before the
+        // first drained task was killed.
+        let seen: Vec<(String, String)> = events
+            .drain()
+            .into_iter()
+            .filter(|e| e.kind == "status_update_event")
+            .map(|e| {
+                (
+                    e.str("taskId").unwrap_or_default().to_string(),
+                    e.str("taskStatus").unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let old: Vec<&String> = before.iter().map(|(t, _)| t).collect();
+        let first_kill = seen
+            .iter()
+            .position(|(t, s)| old.contains(&t) && s == "TASK_KILLED")
+            .ok_or_else(|| anyhow!("no drained task was reported killed: {seen:?}"))?;
+        let new_running = seen[..first_kill]
+            .iter()
+            .filter(|(t, s)| !old.contains(&t) && s == "TASK_RUNNING")
+            .count();
+        if new_running < 2 {
+            bail!("a drained task was killed before its replacement ran: {seen:?}");
+        }
         let a = wait_until("DRAINED in /master/state", Duration::from_secs(60), POLL, || {
             let a = agent_in_state(&master, &drained)?;
             if a["drain_info"]["state"] == json!("DRAINED") {

@@ -34,6 +34,10 @@ pub enum SchedulerEvent {
     /// An offer is no longer valid.
     Rescind(String),
     Update(pb::TaskStatus),
+    /// The master asks the framework to move its tasks off these agents
+    /// (they are being drained): start replacements elsewhere, then kill
+    /// the tasks there.
+    InverseOffers(Vec<pb::InverseOffer>),
     /// The master ended this subscription (another one took the framework
     /// over). Nothing follows: the client does not re-subscribe.
     Error(String),
@@ -233,6 +237,7 @@ async fn subscription_loop(
                 Some(E::Offers(o)) => Some(SchedulerEvent::Offers(o.offers)),
                 Some(E::Rescind(r)) => r.offer_id.map(|o| SchedulerEvent::Rescind(o.value)),
                 Some(E::Update(u)) => u.status.map(SchedulerEvent::Update),
+                Some(E::InverseOffers(o)) => Some(SchedulerEvent::InverseOffers(o.inverse_offers)),
                 Some(E::Error(e)) => {
                     // Mesos' contract: after ERROR (another subscription
                     // took this framework over) the scheduler must not

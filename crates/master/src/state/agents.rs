@@ -122,6 +122,7 @@ impl MasterState {
             unreachable_since: None,
             deactivated: false,
             drain: None,
+            drain_kill_at: None,
         };
         entry.send(pb::master_message::Message::Registered(
             pb::master_message::Registered {
@@ -197,6 +198,7 @@ impl MasterState {
         let wall = now_secs();
         let ping_every = self.agent_heartbeat_interval;
         let mut out = AgentExpiry::default();
+        self.drain_kills(now);
         for a in self.agents.values_mut() {
             if a.sender.is_some() && now.duration_since(a.last_ping) >= ping_every {
                 a.last_ping = now;
@@ -274,33 +276,90 @@ impl MasterState {
             return;
         };
         agent.drain = Some(drain.clone());
-        let kills: Vec<(String, pb::call::Kill)> = agent
+        agent.drain_kill_at = Some(Instant::now() + DRAIN_REPLACEMENT_PATIENCE);
+        let hostname = agent.hostname.clone();
+        let frameworks: std::collections::BTreeSet<String> = agent
             .tasks
-            .iter()
-            .filter(|(_, t)| !matches!(t.state, TaskState::TaskKilling))
-            .map(|(tid, t)| {
-                let own = t.info.kill_policy.map(|k| k.grace_period_seconds);
-                let grace = match (own, drain.max_grace_period) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => b.or(a),
-                };
-                (
-                    t.framework_id.clone(),
-                    pb::call::Kill {
-                        task_id: Some(pb::TaskId { value: tid.clone() }),
+            .values()
+            .map(|t| t.framework_id.clone())
+            .collect();
+        tracing::info!(agent = %id, tasks = agent.tasks.len(), frameworks = frameworks.len(), max_grace_period = ?drain.max_grace_period, "draining agent: frameworks asked to move their tasks");
+        for fid in frameworks {
+            if let Some(fw) = self.frameworks.get(&fid) {
+                fw.send(pb::event::Event::InverseOffers(pb::event::InverseOffers {
+                    inverse_offers: vec![pb::InverseOffer {
+                        id: Some(pb::OfferId {
+                            value: meseta_core::ids::new_id("inverse-offer"),
+                        }),
+                        framework_id: Some(pb::FrameworkId { value: fid.clone() }),
                         agent_id: Some(pb::AgentId {
                             value: id.to_string(),
                         }),
-                        kill_policy: grace.map(|g| pb::KillPolicy {
-                            grace_period_seconds: g,
-                        }),
-                    },
-                )
-            })
+                        hostname: hostname.clone(),
+                    }],
+                }));
+            }
+        }
+    }
+
+    /// A drain whose patience ran out kills every task still on the agent,
+    /// each with its own grace period capped at the drain's
+    /// `max_grace_period`.
+    fn drain_kills(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| a.drain_kill_at.is_some_and(|t| t <= now))
+            .map(|a| a.id.clone())
             .collect();
-        tracing::info!(agent = %id, tasks = kills.len(), max_grace_period = ?drain.max_grace_period, "draining agent: killing its tasks");
-        for (framework_id, kill) in kills {
-            self.kill(&framework_id, &kill, true);
+        for id in due {
+            let Some(agent) = self.agents.get_mut(&id) else {
+                continue;
+            };
+            agent.drain_kill_at = None;
+            let kills: Vec<(String, pb::call::Kill)> = agent
+                .tasks
+                .iter()
+                .map(|(tid, t)| {
+                    (
+                        t.framework_id.clone(),
+                        pb::call::Kill {
+                            task_id: Some(pb::TaskId { value: tid.clone() }),
+                            agent_id: Some(pb::AgentId { value: id.clone() }),
+                            kill_policy: None,
+                        },
+                    )
+                })
+                .collect();
+            if !kills.is_empty() {
+                tracing::info!(agent = %id, tasks = kills.len(), "drain patience over: killing the tasks left on the agent");
+            }
+            for (framework_id, kill) in kills {
+                self.kill(&framework_id, &kill, true);
+            }
+        }
+    }
+
+    /// The kill policy for a task on `agent_id`: `policy` (or the task's
+    /// own), its grace capped by the agent's drain `max_grace_period`.
+    pub(crate) fn drain_capped(
+        &self,
+        agent_id: &str,
+        policy: Option<pb::KillPolicy>,
+    ) -> Option<pb::KillPolicy> {
+        let cap = self
+            .agents
+            .get(agent_id)
+            .and_then(|a| a.drain.as_ref())
+            .and_then(|d| d.max_grace_period);
+        match (policy, cap) {
+            (Some(p), Some(c)) => Some(pb::KillPolicy {
+                grace_period_seconds: p.grace_period_seconds.min(c),
+            }),
+            (None, Some(c)) => Some(pb::KillPolicy {
+                grace_period_seconds: c,
+            }),
+            (p, None) => p,
         }
     }
 
@@ -311,6 +370,7 @@ impl MasterState {
         };
         agent.deactivated = false;
         agent.drain = None;
+        agent.drain_kill_at = None;
         if agent.sender.is_some() && agent.unreachable_since.is_none() {
             self.allocator.activate_agent(id);
         }

@@ -36,6 +36,9 @@ pub type FrameworkSender = UnboundedSender<Result<pb::Event, Status>>;
 
 /// Completed tasks kept per framework for `/master/state`.
 const COMPLETED_TASKS_KEPT: usize = 200;
+/// How long a drain lets frameworks replace their tasks elsewhere (after
+/// its inverse offers) before the master kills what is left.
+pub const DRAIN_REPLACEMENT_PATIENCE: Duration = Duration::from_secs(60);
 /// Mesos' default `refuse_seconds` when a framework sends no filter.
 pub const DEFAULT_REFUSE_SECONDS: f64 = 5.0;
 
@@ -95,6 +98,10 @@ pub struct AgentEntry {
     pub deactivated: bool,
     /// DRAIN_AGENT's config while the agent drains.
     pub drain: Option<crate::registry::DrainRecord>,
+    /// When the drain kills what its frameworks left on the agent (they
+    /// were sent inverse offers to replace their tasks first); None once
+    /// done, or when not draining.
+    pub drain_kill_at: Option<Instant>,
 }
 
 impl AgentEntry {

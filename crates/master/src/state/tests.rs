@@ -458,10 +458,10 @@ fn an_agent_unreachable_past_the_removal_timeout_is_gone() {
 }
 
 #[test]
-fn draining_an_agent_stops_its_offers_and_kills_its_tasks_with_a_capped_grace() {
+fn draining_an_agent_asks_for_replacements_then_kills_its_tasks_with_a_capped_grace() {
     let mut s = MasterState::default();
     let (atx, mut arx) = unbounded_channel();
-    let (ftx, _frx) = unbounded_channel();
+    let (ftx, mut frx) = unbounded_channel();
     s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 1, false, "s1");
     let mut t = running("f1", "t1");
     if let Some(info) = t.task.as_mut() {
@@ -486,6 +486,32 @@ fn draining_an_agent_stops_its_offers_and_kills_its_tasks_with_a_capped_grace() 
         }),
     );
     assert_eq!(s.allocate(), 0, "a draining agent is not offered");
+    let inverse = std::iter::from_fn(|| frx.try_recv().ok())
+        .find_map(|e| match e.ok()?.event? {
+            pb::event::Event::InverseOffers(o) => Some(o),
+            _ => None,
+        })
+        .expect("the framework is asked to move its tasks");
+    assert_eq!(
+        inverse.inverse_offers[0]
+            .agent_id
+            .as_ref()
+            .map(|a| a.value.as_str()),
+        Some("a1")
+    );
+    s.expire_agents(Duration::from_secs(3600), Duration::from_secs(3600));
+    assert!(
+        !std::iter::from_fn(|| arx.try_recv().ok()).any(|m| matches!(
+            m,
+            Ok(pb::MasterMessage {
+                message: Some(pb::master_message::Message::KillTask(_))
+            })
+        )),
+        "no kill while the framework may still replace the task"
+    );
+    // The patience runs out: the master kills what is left.
+    s.agents.get_mut("a1").expect("attached").drain_kill_at = Some(Instant::now());
+    s.expire_agents(Duration::from_secs(3600), Duration::from_secs(3600));
     let kill = std::iter::from_fn(|| arx.try_recv().ok())
         .find_map(|m| match m.ok()?.message? {
             pb::master_message::Message::KillTask(k) => Some(k),

@@ -255,7 +255,7 @@ impl Engine {
             let kills = self.needs(id).kill;
             for task_id in kills {
                 if let Some(t) = self.tasks.get(&task_id) {
-                    if t.doomed.is_some() {
+                    if t.doomed.is_some() && t.health.as_ref().is_some_and(|h| !h.alive) {
                         let event = json!({
                             "eventType": "unhealthy_instance_kill_event",
                             "timestamp": marathon_timestamp(now_millis()),
@@ -477,6 +477,23 @@ impl Engine {
             actions.push(Action::Suppress);
         }
         actions
+    }
+
+    /// The master drains `agent_id` (an inverse offer): every task there
+    /// is condemned like an unhealthy one, so a replacement starts
+    /// elsewhere first and the task is killed once it is ready (or after
+    /// [`UNHEALTHY_REPLACEMENT_PATIENCE`]).
+    pub fn drain_agent(&mut self, agent_id: &str) -> Vec<Action> {
+        let now = Instant::now();
+        let mut condemned = 0;
+        for t in self.tasks.values_mut() {
+            if t.agent_id == agent_id && t.doomed.is_none() && t.kill_sent.is_none() {
+                t.doomed = Some(now);
+                condemned += 1;
+            }
+        }
+        tracing::info!(agent = %agent_id, tasks = condemned, "agent draining: replacing its tasks elsewhere before they are killed");
+        self.converge()
     }
 
     /// A status update from the master (a state change or a health check
