@@ -417,10 +417,9 @@ async fn operator(State(master): State<Arc<Master>>, headers: HeaderMap, body: B
                     "a DRAIN_AGENT call must carry 'drain_agent'",
                 );
             };
-            let grace = drain
-                .max_grace_period
-                .as_ref()
-                .map(|d| d.seconds() as f64 + f64::from(d.nanos()) / 1e9);
+            let grace = drain.max_grace_period.as_ref().map(|d| {
+                d.seconds() as f64 + f64::from(d.nanos()) / 1e9 + d.nanoseconds() as f64 / 1e9
+            });
             return match master
                 .drain_agent(&drain.agent_id.value, grace, drain.mark_gone())
                 .await
