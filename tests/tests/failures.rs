@@ -15,8 +15,10 @@
 //! 4. the leading master is partitioned into the minority: no task is
 //!    killed, writes continue, and the old leader stops acting before the
 //!    new one is elected;
-//! 5. the leading scheduler is `kill -9`ed: the standby takes over, and the
-//!    old one, restarted, stands by.
+//! 5. the leading scheduler is partitioned away, then (the new leader)
+//!    `kill -9`ed: each time the standby takes over; the cut-off one
+//!    stopped acting before the other was elected, and stands by once
+//!    healed (or restarted).
 //!
 //! After each: every acknowledged write (apps created through `/v2`) is
 //! still there, the app has exactly its instances running, and no task was
@@ -390,6 +392,43 @@ mod chrono_like {
     pub fn parse(s: &str) -> Option<Stamp> {
         (s.len() >= 20 && s.as_bytes().get(10) == Some(&b'T')).then(|| Stamp(s.to_string()))
     }
+
+    impl Stamp {
+        /// The same day's time `ms` milliseconds earlier (None across
+        /// midnight, which the callers treat as "cannot tell").
+        pub fn minus_ms(&self, ms: u64) -> Option<Stamp> {
+            let (date, time) = self.0.split_once('T')?;
+            let time = time.trim_end_matches('Z');
+            let mut parts = time.split(':');
+            let h: u64 = parts.next()?.parse().ok()?;
+            let m: u64 = parts.next()?.parse().ok()?;
+            let (s, frac) = parts.next()?.split_once('.')?;
+            let s: u64 = s.parse().ok()?;
+            let micros: u64 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
+            let total = ((h * 60 + m) * 60 + s) * 1_000_000 + micros;
+            let t = total.checked_sub(ms * 1000)?;
+            Some(Stamp(format!(
+                "{date}T{:02}:{:02}:{:02}.{:06}Z",
+                t / 3_600_000_000,
+                t / 60_000_000 % 60,
+                t / 1_000_000 % 60,
+                t % 1_000_000
+            )))
+        }
+    }
+}
+
+/// When the master that logged `line` stopped acting: the line's stamp
+/// less its `lapsed_ms_ago` (the lease ran out before the line was written).
+fn lapsed_at(line: &str) -> Option<chrono_like::Stamp> {
+    let ago: u64 = line
+        .split("lapsed_ms_ago=")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    stamp(line)?.minus_ms(ago)
 }
 
 /// The first line of `log` holding `needle` stamped after `after`.
@@ -630,7 +669,7 @@ fn five_failures_under_load() -> Result<()> {
             .ok_or_else(|| anyhow!("the cut-off leader {old} never stopped acting"))?;
         let elected = first_line_after(&new_log, "became raft leader", &cut_at)
             .ok_or_else(|| anyhow!("{new} logged no election after the cut"))?;
-        let (lapse_at, elected_at_stamp) = (stamp(lapse), stamp(elected));
+        let (lapse_at, elected_at_stamp) = (lapsed_at(lapse), stamp(elected));
         if lapse_at.is_none() || elected_at_stamp.is_none() || lapse_at >= elected_at_stamp {
             bail!("the old leader stopped acting at {lapse_at:?}, not before the new one was elected at {elected_at_stamp:?}");
         }
@@ -664,7 +703,59 @@ fn five_failures_under_load() -> Result<()> {
         );
     }
 
-    // 5. The leading scheduler is kill -9ed: the standby takes over.
+    // 5a. The leading scheduler is partitioned away: the standby takes
+    // over, and the old one stopped acting before that.
+    {
+        let t0 = Instant::now();
+        let old = wait_until("a leading scheduler", LONG, POLL, || {
+            suite.leading_scheduler()
+        })?;
+        let cut_at = utc_now()?;
+        suite.net.cut(&old)?;
+        let new = wait_until("the standby to take over", LONG, POLL, || {
+            suite.leading_scheduler().and_then(|s| {
+                if s == old {
+                    Err("only the cut-off one says it leads".to_string())
+                } else {
+                    Ok(s)
+                }
+            })
+        })?;
+        let took_over = t0.elapsed();
+        suite.write("/w/during-scheduler-partition")?;
+        let (old_log, new_log) = (suite.log(&old), suite.log(&new));
+        let stopped = first_line_after(&old_log, "stopped acting", &cut_at)
+            .ok_or_else(|| anyhow!("the cut-off scheduler {old} never stopped acting"))?;
+        let elected = first_line_after(&new_log, "elected leader of the framework", &cut_at)
+            .ok_or_else(|| anyhow!("{new} logged no election after the cut"))?;
+        let (stopped_at, elected_at) = (stamp(stopped), stamp(elected));
+        if stopped_at.is_none() || elected_at.is_none() || stopped_at >= elected_at {
+            bail!("the old scheduler stopped acting at {stopped_at:?}, not before the new one was elected at {elected_at:?}");
+        }
+        suite.net.heal(&old)?;
+        let standby = Api::new(&format!("{}:8080", suite.ip(&old)));
+        wait_until("the healed scheduler to stand by", LONG, POLL, || {
+            let info = standby.get_json("/v2/info").map_err(|e| e.to_string())?;
+            if info["elected"] == json!(false) {
+                Ok(())
+            } else {
+                Err(info.to_string())
+            }
+        })?;
+        let now = suite.check("scheduler partition", &ids, &BTreeSet::new())?;
+        if now != ids {
+            bail!("the scheduler partition changed the tasks");
+        }
+        println!(
+            "scenario 5a (leading scheduler partitioned away): {old} stopped acting ({}) before {new} was elected ({}), {:.1?} after the cut; writes continued; nothing relaunched; {old} healed as standby, {:.1?}",
+            stopped_at.map(|s| s.0).unwrap_or_default(),
+            elected_at.map(|s| s.0).unwrap_or_default(),
+            took_over,
+            t0.elapsed()
+        );
+    }
+
+    // 5b. The leading scheduler is kill -9ed: the standby takes over.
     {
         let t0 = Instant::now();
         let old = wait_until("a leading scheduler", LONG, POLL, || {
@@ -695,7 +786,7 @@ fn five_failures_under_load() -> Result<()> {
             bail!("the restarted scheduler changed the tasks");
         }
         println!(
-            "scenario 5 (leading scheduler kill -9): {new} took over after {:.1?}; nothing relaunched; {old} restarted as standby, {:.1?}",
+            "scenario 5b (leading scheduler kill -9): {new} took over after {:.1?}; nothing relaunched; {old} restarted as standby, {:.1?}",
             took_over,
             t0.elapsed()
         );

@@ -55,6 +55,13 @@ impl LeaderLease {
         self.slot().is_some_and(|u| Instant::now() < u)
     }
 
+    /// How long ago the lease ran out (`None` while it holds or was never
+    /// held).
+    pub(crate) fn lapsed_for(&self) -> Option<Duration> {
+        let until = (*self.slot())?;
+        Instant::now().checked_duration_since(until)
+    }
+
     /// Leadership changed: nothing is confirmed any more.
     pub(crate) fn drop_lease(&self) {
         *self.slot() = None;
@@ -77,7 +84,10 @@ pub(crate) async fn lease_loop(master: std::sync::Arc<Master>) {
                 }
                 Ok(Err(_)) | Err(_) => {
                     if !master.lease.valid() && !lapsed_logged {
-                        tracing::warn!(address = %master.address, "cannot confirm leadership with a quorum of masters; no offers, launches or kills until it is");
+                        // The lease ran out before this barrier gave up:
+                        // say when this master really stopped acting.
+                        let ago = master.lease.lapsed_for().unwrap_or_default();
+                        tracing::warn!(address = %master.address, lapsed_ms_ago = ago.as_millis() as u64, "cannot confirm leadership with a quorum of masters; no offers, launches or kills until it is");
                         lapsed_logged = true;
                     }
                 }
