@@ -247,6 +247,18 @@ fn a_drained_agent_gets_no_offers_its_tasks_move_and_it_can_be_reactivated() -> 
         {
             bail!("drain not shown as Mesos does: {a}");
         }
+        // The operator API's GET_AGENTS shows it too, in Mesos' shape.
+        let agents = master.post_json("/api/v1", &json!({"type": "GET_AGENTS"}))?.json();
+        let listed = agents["get_agents"]["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["agent_info"]["id"]["value"] == json!(drained))
+            .cloned()
+            .ok_or_else(|| anyhow!("GET_AGENTS does not list {drained}: {agents}"))?;
+        if listed["deactivated"] != json!(true) || listed["drain_info"]["state"] != json!("DRAINED") {
+            bail!("GET_AGENTS does not show the drain: {listed}");
+        }
         // Drained: no offer made from it.
         let offered = a["offered_resources"]["cpus"].as_f64().unwrap_or(0.0);
         if offered > 0.0 {

@@ -72,7 +72,7 @@ fn agent_out(a: &AgentEntry) -> r::get_agents::Agent {
     r::get_agents::Agent {
         agent_info: agent_info_out(&info),
         active: a.sender.is_some(),
-        deactivated: Some(false),
+        deactivated: Some(a.deactivated),
         version: super::MESOS_VERSION.to_string(),
         pid: Some(format!("slave(1)@{}", a.address)),
         registered_time: Some(time_info(a.registered_at)),
@@ -80,6 +80,19 @@ fn agent_out(a: &AgentEntry) -> r::get_agents::Agent {
         total_resources: resources_out(&a.total.to_proto(), None),
         allocated_resources: resources_out(&allocated.to_proto(), None),
         offered_resources: resources_out(&a.offered.to_proto(), None),
+        drain_info: a.drain.as_ref().map(|d| m::DrainInfo {
+            state: if a.tasks.is_empty() {
+                m::DrainState::Drained
+            } else {
+                m::DrainState::Draining
+            } as i32,
+            config: m::DrainConfig {
+                max_grace_period: d.max_grace_period.map(|g| m::DurationInfo {
+                    nanoseconds: (g * 1e9) as i64,
+                }),
+                mark_gone: Some(d.mark_gone),
+            },
+        }),
     }
 }
 
@@ -528,6 +541,7 @@ fn event_out(e: &ClusterEvent) -> mr::Event {
                     total_resources: resources_out(&info.resources, None),
                     allocated_resources: Vec::new(),
                     offered_resources: Vec::new(),
+                    drain_info: None,
                 },
             });
         }
