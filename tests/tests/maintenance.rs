@@ -439,8 +439,59 @@ fn an_agent_back_after_the_removal_timeout_is_told_to_shut_down_its_tasks() -> R
                 }
             },
         )?;
+        // Marathon relaunches the app there; that task is this test's to
+        // clean up (posix tasks outlive their agent).
+        let replacement = wait_until("the replacement to run", ELECTION_DEADLINE, POLL, || {
+            let v = marathon.get_json("/v2/apps/partitioned/tasks")?;
+            v["tasks"]
+                .as_array()
+                .and_then(|t| t.first())
+                .filter(|t| t["state"] == json!("TASK_RUNNING"))
+                .and_then(|t| t["id"].as_str().map(str::to_string))
+                .ok_or_else(|| anyhow!("not running: {v}"))
+        })?;
+        let pid = wait_until("the replacement's process", ELECTION_DEADLINE, POLL, || {
+            task_process(&replacement).ok_or("not found")
+        })?;
+        m.track_task_pid(pid);
+        // Leave nothing behind: the app goes, and with it every process of
+        // its tasks.
+        let reply = marathon.delete("/v2/apps/partitioned?force=true")?;
+        if !reply.is_success() {
+            bail!("deleting the app: {reply}");
+        }
+        wait_until(
+            "the app's processes to end",
+            Duration::from_secs(60),
+            POLL,
+            || {
+                let left = task_processes("partitioned.");
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(anyhow!("still running: {left:?}"))
+                }
+            },
+        )?;
         Ok(())
     })
+}
+
+/// Every process whose environment names a task whose id starts with
+/// `prefix` (inits, shells, commands).
+fn task_processes(prefix: &str) -> Vec<i32> {
+    let marker = format!("MESOS_TASK_ID={prefix}");
+    meseta_tests::procfs::processes()
+        .into_iter()
+        .filter(|p| !p.is_zombie())
+        .filter(|p| {
+            let environ = std::fs::read(format!("/proc/{}/environ", p.pid)).unwrap_or_default();
+            environ
+                .split(|b| *b == 0)
+                .any(|kv| kv.starts_with(marker.as_bytes()))
+        })
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// Resumes a SIGSTOPped process when dropped (also when the test fails).
