@@ -35,6 +35,7 @@ pub mod http;
 pub mod marathon;
 pub mod masters;
 pub mod mesos_api;
+pub mod netns;
 pub mod procfs;
 pub mod wait;
 

@@ -81,6 +81,8 @@ pub struct Masters {
     others: Vec<Proc>,
     task_pids: Vec<i32>,
     starts: usize,
+    /// Extra flags every master is started with.
+    master_args: Vec<String>,
 }
 
 /// How an agent is started by [`Masters::start_agent_with`].
@@ -154,6 +156,12 @@ fn spawn_in(name: &str, args: &[String], log: &Path, cwd: Option<&Path>) -> Resu
 impl Masters {
     /// Start `n` masters and wait until one leads.
     pub fn start(n: usize) -> Result<Masters> {
+        Masters::start_with_args(n, &[])
+    }
+
+    /// [`Masters::start`] with extra flags for every master (e.g.
+    /// `--agent-ping-timeout 0.5`).
+    pub fn start_with_args(n: usize, master_args: &[&str]) -> Result<Masters> {
         let ports = free_ports(n)?;
         let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let dir = tempfile::tempdir().context("creating the data dir")?;
@@ -172,6 +180,7 @@ impl Masters {
             others: Vec::new(),
             task_pids: Vec::new(),
             starts: 0,
+            master_args: master_args.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..n {
             m.start_master(i)?;
@@ -216,6 +225,7 @@ impl Masters {
             "--agent-reregister-timeout".into(),
             "60".into(),
         ];
+        args.extend(self.master_args.iter().cloned());
         if i >= self.founders {
             args.extend(["--join".into(), "--node-id".into(), (i + 1).to_string()]);
         }
@@ -414,6 +424,19 @@ impl Masters {
         let proc = spawn_in("agent", &args, &log, Some(&cwd))?;
         self.agents[i].proc = Some(proc);
         Ok(())
+    }
+
+    /// The pid of agent `i`'s process, while it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<i32> {
+        self.agents[i].proc.as_ref().map(|p| p.child.id() as i32)
+    }
+
+    /// The log of agent `i`'s latest start.
+    pub fn agent_log(&self, i: usize) -> Option<String> {
+        self.agents[i]
+            .proc
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(&p.log).ok())
     }
 
     /// SIGKILL agent `i` (its tasks keep running).

@@ -58,6 +58,8 @@ enum SessionEnd {
     NotLeader(Option<String>),
     Failed(String),
     Closed,
+    /// The master removed this agent and told it to shut down.
+    Shutdown(String),
 }
 
 /// Keep a session with the leading master open, forever.
@@ -86,6 +88,21 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             }
             SessionEnd::Closed => {
                 tracing::warn!(master = %target, "lost the master connection; reconnecting");
+                backoff = Duration::from_millis(100);
+            }
+            SessionEnd::Shutdown(reason) => {
+                // Mesos: an agent the master removed kills its tasks; it
+                // then starts over as a new agent.
+                tracing::error!(master = %target, reason = %reason, "the master told this agent to shut down; killing every task and registering again as a new agent");
+                tasks::kill_all(&agent).await;
+                *agent.agent_id.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let cleared = match agent.checkpoint.set_agent_id("") {
+                    Ok(()) => agent.checkpoint.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = cleared {
+                    tracing::warn!(error = %e, "could not clear the checkpointed agent id");
+                }
                 backoff = Duration::from_millis(100);
             }
         }
@@ -156,9 +173,19 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
                 tracing::info!(master = %target, agent_id = %id, tasks = agent.tasks().tasks.len(), "registered with the leading master");
                 agent.updates.resend_all();
                 let hb_tx = tx.clone();
+                // Heartbeat as often as the master pings (it marks an agent
+                // unreachable after a few silent intervals).
+                let every = if r.heartbeat_interval_seconds.is_finite()
+                    && r.heartbeat_interval_seconds > 0.0
+                {
+                    Duration::from_secs_f64(r.heartbeat_interval_seconds.clamp(0.1, 60.0))
+                        .min(HEARTBEAT)
+                } else {
+                    HEARTBEAT
+                };
                 heartbeat = Some(tokio::spawn(async move {
                     loop {
-                        tokio::time::sleep(HEARTBEAT).await;
+                        tokio::time::sleep(every).await;
                         let beat = pb::AgentMessage {
                             message: Some(pb::agent_message::Message::Heartbeat(
                                 pb::agent_message::Heartbeat {},
@@ -186,6 +213,7 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
                 let fid = s.framework_id.map(|f| f.value).unwrap_or_default();
                 tasks::kill_framework(agent.clone(), &fid);
             }
+            Some(M::Shutdown(s)) => break SessionEnd::Shutdown(s.reason),
             Some(M::Ping(_)) => {
                 let _ = tx.send(pb::AgentMessage {
                     message: Some(pb::agent_message::Message::Heartbeat(

@@ -96,10 +96,23 @@ struct MasterArgs {
     masters: Vec<String>,
     #[arg(long, default_value = ".meseta/master")]
     data_dir: PathBuf,
-    /// Seconds a disconnected agent has to come back before its tasks are
-    /// reported TASK_UNREACHABLE.
+    /// Seconds an agent known to the registry has to re-register with a
+    /// newly elected leader before it is marked unreachable.
     #[arg(long, default_value_t = 120)]
     agent_reregister_timeout: u64,
+    /// Seconds between the master's pings of each agent; an unanswered
+    /// ping counts as a timeout (Mesos' --agent_ping_timeout).
+    #[arg(long, default_value_t = 15.0)]
+    agent_ping_timeout: f64,
+    /// Missed pings in a row after which an agent is marked unreachable and
+    /// its tasks reported TASK_UNREACHABLE (Mesos' --max_agent_ping_timeouts).
+    #[arg(long, default_value_t = 5)]
+    max_agent_ping_timeouts: u32,
+    /// Seconds an unreachable agent has to come back before it is marked
+    /// gone: its tasks are reported TASK_GONE and, if it returns, it is told
+    /// to kill them.
+    #[arg(long, default_value_t = 600.0)]
+    agent_removal_timeout: f64,
     /// This master's Raft node id (default: its position in --masters, from 1).
     #[arg(long)]
     node_id: Option<u64>,
@@ -420,6 +433,20 @@ async fn run(cli: Cli) -> Result<()> {
             config.node_id = a.node_id;
             config.join = a.join;
             config.agent_reregister_timeout = Duration::from_secs(a.agent_reregister_timeout);
+            for (flag, secs) in [
+                ("--agent-ping-timeout", a.agent_ping_timeout),
+                ("--agent-removal-timeout", a.agent_removal_timeout),
+            ] {
+                if !(secs.is_finite() && secs > 0.0) {
+                    anyhow::bail!("{flag} must be a positive number of seconds, got {secs}");
+                }
+            }
+            if a.max_agent_ping_timeouts == 0 {
+                anyhow::bail!("--max-agent-ping-timeouts must be at least 1");
+            }
+            config.agent_ping_timeout = Duration::from_secs_f64(a.agent_ping_timeout);
+            config.max_agent_ping_timeouts = a.max_agent_ping_timeouts;
+            config.agent_removal_timeout = Duration::from_secs_f64(a.agent_removal_timeout);
             if let Some(w) = &a.weights {
                 config.allocator.weights =
                     meseta_master::allocator::parse_weights(w).context("--weights")?;

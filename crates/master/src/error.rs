@@ -70,6 +70,18 @@ pub enum CallError {
     /// The call names a stream other than the framework's current one.
     #[error("the Mesos-Stream-Id {given:?} is not the current stream of framework {framework_id}")]
     WrongStream { framework_id: String, given: String },
+    /// Fencing: the call comes from a connection older than the
+    /// framework's current one (a deposed scheduler instance).
+    #[error("framework {framework_id}: the call's epoch {given} is older than the framework's current connection (epoch {current}); a newer instance of this framework has taken over")]
+    StaleEpoch {
+        framework_id: String,
+        given: u64,
+        current: u64,
+    },
+    /// This master leads in Raft but could not confirm it with a quorum
+    /// recently (it may be cut off): it does not act until it can.
+    #[error("this master cannot confirm its leadership with a quorum of masters; not acting")]
+    LeaseLapsed,
     /// The thing the call names does not exist (operator calls).
     #[error("{0}")]
     NotFound(String),
@@ -93,6 +105,8 @@ impl CallError {
             CallError::NotSubscribed(_) | CallError::WrongStream { .. } => {
                 tonic::Status::failed_precondition(self.to_string())
             }
+            CallError::StaleEpoch { .. } => tonic::Status::permission_denied(self.to_string()),
+            CallError::LeaseLapsed => not_leader_status(None),
             CallError::Unsupported(m) => tonic::Status::unimplemented(m.clone()),
             CallError::Replication(e) => e.to_status(),
         }

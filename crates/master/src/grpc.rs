@@ -30,6 +30,15 @@ pub(crate) fn routes(master: Arc<Master>) -> axum::Router {
 
 struct AgentApi(Arc<Master>);
 
+/// What the registry says of an agent that opens a session.
+struct AgentAdmission {
+    known: Option<AgentRecord>,
+    gone: Option<crate::registry::GoneRecord>,
+    unreachable: bool,
+    deactivated: bool,
+    drain: Option<crate::registry::DrainRecord>,
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     type SessionStream = EventStream<Result<pb::MasterMessage, Status>>;
@@ -62,13 +71,33 @@ impl AgentService for AgentApi {
             .map(|i| i.value.clone())
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| new_id("agent"));
-        let known = master
-            .raft
-            .state()
-            .lock()
-            .map(|r| r.agents.get(&id).cloned())
-            .ok()
-            .flatten();
+        let admission = {
+            let registry = master.raft.state();
+            let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+            AgentAdmission {
+                known: r.agents.get(&id).cloned(),
+                gone: r.gone.get(&id).cloned(),
+                unreachable: r.unreachable.contains_key(&id),
+                deactivated: r.deactivated.contains(&id),
+                drain: r.draining.get(&id).cloned(),
+            }
+        };
+        if let Some(gone) = admission.gone {
+            // Mesos: a removed agent that comes back is told to shut down.
+            tracing::warn!(agent = %id, hostname = %info.hostname, reason = %gone.reason, "a removed agent tried to re-register; telling it to shut down its tasks");
+            let (tx, rx) = unbounded_channel();
+            let _ = tx.send(Ok(pb::MasterMessage {
+                message: Some(pb::master_message::Message::Shutdown(
+                    pb::master_message::Shutdown {
+                        reason: format!("agent {id} was removed from the cluster: {}", gone.reason),
+                    },
+                )),
+            }));
+            return Ok(Response::new(EventStream::plain(
+                UnboundedReceiverStream::new(rx),
+            )));
+        }
+        let known = admission.known;
         let record = AgentRecord {
             id: id.clone(),
             hostname: info.hostname.clone(),
@@ -90,8 +119,22 @@ impl AgentService for AgentApi {
             let mut s = master.state();
             let session = s.new_session();
             s.attach_agent(&id, &info, total.clone(), &register.tasks, tx, session);
+            if admission.deactivated {
+                s.deactivate_agent(&id, admission.drain.clone());
+            }
+            if admission.unreachable {
+                s.agent_came_back(&id);
+            }
             session
         };
+        if admission.unreachable {
+            if let Err(e) = master
+                .propose(RegistryCommand::MarkAgentReachable { id: id.clone() })
+                .await
+            {
+                tracing::warn!(agent = %id, error = %e, "could not record in the registry that the agent is reachable again");
+            }
+        }
         tracing::info!(
             agent = %id,
             hostname = %info.hostname,
@@ -172,6 +215,7 @@ impl Scheduler for FrameworkApi {
             framework_id: call.framework_id.map(|f| f.value).filter(|v| !v.is_empty()),
             info,
             suppressed_roles: subscribe.suppressed_roles,
+            epoch: call.epoch,
         };
         let subscription = self.0.subscribe(request).await.map_err(|e| e.to_status())?;
         Ok(Response::new(subscription.events))
@@ -180,11 +224,12 @@ impl Scheduler for FrameworkApi {
     async fn call(&self, request: Request<pb::Call>) -> Result<Response<pb::CallResponse>, Status> {
         let call = request.into_inner();
         let framework_id = call.framework_id.map(|f| f.value).unwrap_or_default();
+        let epoch = call.epoch;
         let call = call
             .call
             .ok_or_else(|| Status::invalid_argument("empty call"))?;
         self.0
-            .framework_call(&framework_id, None, call)
+            .framework_call(&framework_id, crate::handler::Caller::Epoch(epoch), call)
             .await
             .map_err(|e| e.to_status())?;
         Ok(Response::new(pb::CallResponse {}))

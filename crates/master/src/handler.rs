@@ -32,6 +32,9 @@ use crate::registry::{FrameworkRecord, RegistryCommand};
 use crate::state::now_secs;
 use crate::Master;
 
+/// How long a call waits for the leader's lease to be confirmed again.
+pub(crate) const LEASE_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How often frameworks get a HEARTBEAT event.
 pub(crate) const FRAMEWORK_HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -76,6 +79,17 @@ pub(crate) struct SubscribeRequest {
     pub info: pb::FrameworkInfo,
     /// Roles the framework suppresses from the start.
     pub suppressed_roles: Vec<String>,
+    /// Fencing epoch of this connection (`Call.epoch`; 0: not fenced).
+    pub epoch: u64,
+}
+
+/// Who a framework call comes from, as its face identifies it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Caller<'a> {
+    /// HTTP: the `Mesos-Stream-Id` of the subscription.
+    Stream(&'a str),
+    /// gRPC: the connection's fencing epoch (`Call.epoch`).
+    Epoch(u64),
 }
 
 /// An accepted subscription.
@@ -99,6 +113,26 @@ impl Master {
         }
     }
 
+    /// Calls that act on the cluster (offers, launches, kills, drains) are
+    /// served only by the leader, and only while a quorum of masters
+    /// confirmed its leadership recently (see `crate::fencing`).
+    /// A lease that lapsed for a moment (a slow fsync on a loaded host
+    /// delays the confirming round) is waited for, up to
+    /// [`LEASE_PATIENCE`], before the call is refused.
+    pub(crate) async fn acting(&self) -> Result<(), CallError> {
+        let deadline = std::time::Instant::now() + LEASE_PATIENCE;
+        loop {
+            self.leading()?;
+            if self.lease.valid() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(CallError::LeaseLapsed);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SUBSCRIBE: register a new framework, or fail an existing one over to
     /// this subscription (same id: its tasks are kept, its previous stream
     /// gets ERROR and closes). The framework is recorded in the registry
@@ -107,7 +141,7 @@ impl Master {
         self: &Arc<Self>,
         request: SubscribeRequest,
     ) -> Result<Subscription, CallError> {
-        self.leading()?;
+        self.acting().await?;
         let mut info = request.info;
         if info.name.is_empty() {
             return Err(CallError::Invalid(
@@ -144,6 +178,17 @@ impl Master {
                 )));
             }
         }
+        if let Some(id) = &given {
+            let current = self.state().frameworks.get(id).map_or(0, |f| f.epoch);
+            if request.epoch < current {
+                tracing::warn!(framework = %id, epoch = request.epoch, current, "refused SUBSCRIBE from a connection older than the framework's current one");
+                return Err(CallError::StaleEpoch {
+                    framework_id: id.clone(),
+                    given: request.epoch,
+                    current,
+                });
+            }
+        }
         let failover = given.is_some();
         let id = given.unwrap_or_else(|| new_id("framework"));
         info.id = Some(pb::FrameworkId { value: id.clone() });
@@ -177,6 +222,9 @@ impl Master {
                 !request.suppressed_roles.is_empty(),
                 &stream_id,
             );
+            if let Some(fw) = s.frameworks.get_mut(&id) {
+                fw.epoch = fw.epoch.max(request.epoch);
+            }
             session
         };
         tracing::info!(framework = %id, name = %info.name, role = %info.role, "framework {}", if failover { "re-subscribed" } else { "subscribed" });
@@ -198,16 +246,17 @@ impl Master {
         })
     }
 
-    /// Every call but SUBSCRIBE, from the framework `framework_id`.
-    /// `stream_id`, when given (HTTP), must be the framework's current
-    /// subscription.
+    /// Every call but SUBSCRIBE, from the framework `framework_id`. The
+    /// caller must be the framework's current connection: over HTTP its
+    /// `Mesos-Stream-Id`, over gRPC an epoch no older than the one of the
+    /// framework's latest SUBSCRIBE (fencing of deposed instances).
     pub(crate) async fn framework_call(
         &self,
         framework_id: &str,
-        stream_id: Option<&str>,
+        caller: Caller<'_>,
         call: pb::call::Call,
     ) -> Result<(), CallError> {
-        self.leading()?;
+        self.acting().await?;
         if framework_id.is_empty() {
             return Err(CallError::Invalid("the call has no framework_id".into()));
         }
@@ -217,13 +266,22 @@ impl Master {
                 .frameworks
                 .get(framework_id)
                 .ok_or_else(|| CallError::NotSubscribed(framework_id.to_string()))?;
-            if let Some(given) = stream_id {
-                if given != fw.stream_id {
+            match caller {
+                Caller::Stream(given) if given != fw.stream_id => {
                     return Err(CallError::WrongStream {
                         framework_id: framework_id.to_string(),
                         given: given.to_string(),
                     });
                 }
+                Caller::Epoch(given) if given < fw.epoch => {
+                    tracing::warn!(framework = %framework_id, epoch = given, current = fw.epoch, "refused a call from a deposed connection of the framework");
+                    return Err(CallError::StaleEpoch {
+                        framework_id: framework_id.to_string(),
+                        given,
+                        current: fw.epoch,
+                    });
+                }
+                _ => {}
             }
         }
         use pb::call::Call as C;
@@ -436,6 +494,99 @@ impl Master {
             );
         }
         (!rec.tasks.is_empty()).then_some(rec)
+    }
+
+    // -----------------------------------------------------------------------
+    // Operator calls: drain and maintenance
+    // -----------------------------------------------------------------------
+
+    /// The agent must be admitted (in the registry, not gone).
+    fn admitted_agent(&self, agent_id: &str) -> Result<(), CallError> {
+        let registry = self.raft.state();
+        let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+        if r.agents.contains_key(agent_id) {
+            Ok(())
+        } else if let Some(g) = r.gone.get(agent_id) {
+            Err(CallError::Invalid(format!(
+                "agent {agent_id} is gone: {}",
+                g.reason
+            )))
+        } else {
+            Err(CallError::NotFound(format!("unknown agent {agent_id}")))
+        }
+    }
+
+    /// DRAIN_AGENT: the agent is deactivated (no offers) and its tasks are
+    /// killed, each with its kill grace period capped at
+    /// `max_grace_period`; once none is left the agent is DRAINED (and,
+    /// with `mark_gone`, removed and told to shut down). Replicated first,
+    /// so a new leader keeps draining.
+    pub(crate) async fn drain_agent(
+        &self,
+        agent_id: &str,
+        max_grace_period: Option<f64>,
+        mark_gone: bool,
+    ) -> Result<(), CallError> {
+        self.acting().await?;
+        self.admitted_agent(agent_id)?;
+        if let Some(g) = max_grace_period {
+            if !(g.is_finite() && g >= 0.0) {
+                return Err(CallError::Invalid(format!(
+                    "max_grace_period must be a non-negative duration, got {g}s"
+                )));
+            }
+        }
+        let drain = crate::registry::DrainRecord {
+            max_grace_period,
+            mark_gone,
+        };
+        self.propose(RegistryCommand::DrainAgent {
+            id: agent_id.to_string(),
+            max_grace_period,
+            mark_gone,
+        })
+        .await?;
+        self.state().deactivate_agent(agent_id, Some(drain));
+        tracing::info!(agent = %agent_id, max_grace_period = ?max_grace_period, mark_gone, "agent draining by operator");
+        self.allocate.notify_one();
+        Ok(())
+    }
+
+    /// DEACTIVATE_AGENT: no more offers from the agent; its tasks run on.
+    pub(crate) async fn deactivate_agent(&self, agent_id: &str) -> Result<(), CallError> {
+        self.acting().await?;
+        self.admitted_agent(agent_id)?;
+        self.propose(RegistryCommand::DeactivateAgent {
+            id: agent_id.to_string(),
+        })
+        .await?;
+        self.state().deactivate_agent(agent_id, None);
+        tracing::info!(agent = %agent_id, "agent deactivated by operator");
+        Ok(())
+    }
+
+    /// REACTIVATE_AGENT: undo a drain or a deactivation.
+    pub(crate) async fn reactivate_agent(&self, agent_id: &str) -> Result<(), CallError> {
+        self.acting().await?;
+        self.admitted_agent(agent_id)?;
+        let known = {
+            let registry = self.raft.state();
+            let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.deactivated.contains(agent_id)
+        };
+        if !known {
+            return Err(CallError::Invalid(format!(
+                "agent {agent_id} is neither draining nor deactivated"
+            )));
+        }
+        self.propose(RegistryCommand::ReactivateAgent {
+            id: agent_id.to_string(),
+        })
+        .await?;
+        self.state().reactivate_agent(agent_id);
+        tracing::info!(agent = %agent_id, "agent reactivated by operator");
+        self.allocate.notify_one();
+        Ok(())
     }
 
     // -----------------------------------------------------------------------

@@ -6,6 +6,7 @@
 pub mod allocator;
 mod api;
 pub mod error;
+mod fencing;
 mod grpc;
 mod handler;
 mod kv;
@@ -44,10 +45,22 @@ pub struct MasterConfig {
     /// Needs `node_id`, an id the cluster never used.
     pub join: bool,
     pub data_dir: PathBuf,
-    /// An agent silent this long is treated as disconnected.
+    /// The master pings each agent this often and expects an answer
+    /// within it (`--agent-ping-timeout`, Mesos' default 15 s).
     pub agent_ping_timeout: Duration,
-    /// A disconnected agent that does not come back within this has its
-    /// tasks reported TASK_UNREACHABLE.
+    /// An agent that missed this many pings in a row (nothing heard from it
+    /// for `agent_ping_timeout × max_agent_ping_timeouts`) is marked
+    /// unreachable: its offers are rescinded and its tasks reported
+    /// TASK_UNREACHABLE (TASK_LOST to frameworks that are not partition
+    /// aware). `--max-agent-ping-timeouts`, Mesos' default 5.
+    pub max_agent_ping_timeouts: u32,
+    /// An agent unreachable this long is marked gone: its tasks are
+    /// reported TASK_GONE and, should it come back, it is told to shut
+    /// them down (`--agent-removal-timeout`).
+    pub agent_removal_timeout: Duration,
+    /// After a failover, an agent in the registry that has not
+    /// re-registered with the new leader within this is marked
+    /// unreachable (Mesos' `--agent_reregister_timeout`).
     pub agent_reregister_timeout: Duration,
     /// Deliberate loss of Raft messages (tests cut masters off in-process
     /// by sharing one `Faults` between them); empty in production.
@@ -65,7 +78,9 @@ impl MasterConfig {
             node_id: None,
             join: false,
             data_dir,
-            agent_ping_timeout: Duration::from_secs(30),
+            agent_ping_timeout: Duration::from_secs(15),
+            max_agent_ping_timeouts: 5,
+            agent_removal_timeout: Duration::from_secs(600),
             agent_reregister_timeout: Duration::from_secs(120),
             raft_faults: Faults::new(),
             allocator: allocator::AllocatorConfig::default(),
@@ -79,6 +94,8 @@ pub(crate) struct Master {
     pub(crate) raft: RaftHandle<Registry>,
     state: Mutex<MasterState>,
     pub(crate) allocate: Notify,
+    /// The leader's lease: acting needs it (see [`fencing`]).
+    pub(crate) lease: fencing::LeaderLease,
     pub(crate) config: MasterConfig,
     /// When this master started (seconds since the epoch).
     pub(crate) started_at: f64,
@@ -101,6 +118,11 @@ impl Master {
         } else {
             Err(self.not_leader_status())
         }
+    }
+
+    /// How long an agent may stay silent before it is marked unreachable.
+    pub(crate) fn agent_silence_limit(&self) -> Duration {
+        self.config.agent_ping_timeout * self.config.max_agent_ping_timeouts.max(1)
     }
 
     /// UNAVAILABLE naming the current leader, for callers of a follower.
@@ -195,8 +217,9 @@ impl BoundMaster {
         let master = Arc::new(Master {
             address,
             raft,
-            state: Mutex::new(MasterState::with_config(config.allocator.clone())),
+            state: Mutex::new(fresh_state(&config)),
             allocate: Notify::new(),
+            lease: fencing::LeaderLease::default(),
             config,
             started_at: state::now_secs(),
         });
@@ -219,6 +242,7 @@ impl BoundMaster {
         let leases = tokio::spawn(kv::lease_loop(master.clone()));
         let http = meseta_metrics::HttpMetrics::default();
         let registry = Arc::new(api::prometheus::registry(&master, &http));
+        let fencing = tokio::spawn(fencing::lease_loop(master.clone()));
         let router = grpc::routes(master.clone())
             .merge(api::router(master.clone()))
             .merge(meseta_metrics::routes(registry))
@@ -236,6 +260,7 @@ impl BoundMaster {
             .map_err(|source| MasterError::Serve { addr, source });
         background.abort();
         leases.abort();
+        fencing.abort();
         master.raft.clone().shutdown().await;
         result
     }
@@ -246,6 +271,7 @@ impl BoundMaster {
 async fn background_loop(master: Arc<Master>) {
     let mut leadership = master.raft.leadership();
     let mut was_leader = master.raft.is_leader();
+    let mut leading_since = std::time::Instant::now();
     if was_leader {
         api::restore_allocator(&master);
     }
@@ -254,14 +280,8 @@ async fn background_loop(master: Arc<Master>) {
         tokio::select! {
             _ = master.allocate.notified() => {}
             _ = tick.tick() => {
-                let gone = {
-                    let mut s = master.state();
-                    s.expire_agents(master.config.agent_ping_timeout, master.config.agent_reregister_timeout)
-                };
-                for id in gone {
-                    if let Err(e) = master.propose(RegistryCommand::RemoveAgent { id: id.clone() }).await {
-                        tracing::warn!(agent = %id, error = %e, "could not remove the agent from the registry");
-                    }
+                if master.raft.is_leader() {
+                    agent_liveness(&master, leading_since).await;
                 }
                 let expired = master.state().expire_frameworks(std::time::Instant::now());
                 for id in expired {
@@ -278,17 +298,111 @@ async fn background_loop(master: Arc<Master>) {
         }
         let leader = master.raft.is_leader();
         if leader != was_leader {
+            master.lease.drop_lease();
             if leader {
                 tracing::info!(address = %master.address, "elected leading master");
+                leading_since = std::time::Instant::now();
                 api::restore_allocator(&master);
             } else {
                 tracing::warn!(address = %master.address, leader = ?master.leader_address(), "no longer the leading master; dropping agents and frameworks");
-                *master.state() = MasterState::with_config(master.config.allocator.clone());
+                *master.state() = fresh_state(&master.config);
             }
             was_leader = leader;
         }
-        if leader {
+        // A leader that cannot confirm its lease makes no offers.
+        if leader && master.lease.valid() {
             master.state().allocate();
+        }
+    }
+}
+
+/// An empty in-memory state for this master's configuration.
+fn fresh_state(config: &MasterConfig) -> MasterState {
+    let mut state = MasterState::with_config(config.allocator.clone());
+    state.agent_heartbeat_interval = config.agent_ping_timeout;
+    state
+}
+
+/// Pings, unreachable and gone agents (see [`MasterState::expire_agents`]),
+/// recorded in the registry; and, `--agent-reregister-timeout` after this
+/// master became leader, agents of the registry that never re-registered
+/// with it are marked unreachable too.
+async fn agent_liveness(master: &Master, leading_since: std::time::Instant) {
+    let expiry = master.state().expire_agents(
+        master.agent_silence_limit(),
+        master.config.agent_removal_timeout,
+    );
+    for (id, at) in expiry.unreachable {
+        if let Err(e) = master
+            .propose(RegistryCommand::MarkAgentUnreachable { id: id.clone(), at })
+            .await
+        {
+            tracing::warn!(agent = %id, error = %e, "could not record the unreachable agent in the registry");
+        }
+    }
+    for (id, at, reason) in expiry.gone {
+        if let Err(e) = master
+            .propose(RegistryCommand::MarkAgentGone {
+                id: id.clone(),
+                at,
+                reason,
+            })
+            .await
+        {
+            tracing::warn!(agent = %id, error = %e, "could not record the removed agent in the registry");
+        }
+    }
+    // Unreachable agents this leader never saw (it was elected while they
+    // were cut off) are removed on the same clock, from the registry's time.
+    let now = state::now_secs();
+    let removal = master.config.agent_removal_timeout.as_secs_f64();
+    let (never_back, overdue): (Vec<String>, Vec<String>) = {
+        let registry = master.raft.state();
+        let r = registry.lock().unwrap_or_else(|p| p.into_inner());
+        let s = master.state();
+        let never_back = if leading_since.elapsed() > master.config.agent_reregister_timeout {
+            r.agents
+                .keys()
+                .filter(|id| !r.unreachable.contains_key(*id) && !s.agents.contains_key(*id))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let overdue = r
+            .unreachable
+            .iter()
+            .filter(|(id, at)| now - **at > removal && !s.agents.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        (never_back, overdue)
+    };
+    for id in never_back {
+        tracing::warn!(agent = %id, "agent did not re-register with this leader within the re-registration timeout; marked unreachable");
+        if let Err(e) = master
+            .propose(RegistryCommand::MarkAgentUnreachable {
+                id: id.clone(),
+                at: now,
+            })
+            .await
+        {
+            tracing::warn!(agent = %id, error = %e, "could not record the unreachable agent in the registry");
+        }
+    }
+    for id in overdue {
+        let reason = format!(
+            "the agent was unreachable for more than the agent removal timeout ({removal}s)"
+        );
+        tracing::warn!(agent = %id, "agent marked gone");
+        if let Err(e) = master
+            .propose(RegistryCommand::MarkAgentGone {
+                id: id.clone(),
+                at: now,
+                reason,
+            })
+            .await
+        {
+            tracing::warn!(agent = %id, error = %e, "could not record the removed agent in the registry");
         }
     }
 }

@@ -66,6 +66,55 @@ pub enum RegistryCommand {
     RemoveQuota {
         role: String,
     },
+    /// The master lost contact with the agent (missed pings): its tasks
+    /// were reported TASK_UNREACHABLE (Mesos' unreachable list). `at` is
+    /// the leader's clock, seconds since the epoch.
+    MarkAgentUnreachable {
+        id: String,
+        at: f64,
+    },
+    /// An unreachable agent re-registered in time.
+    MarkAgentReachable {
+        id: String,
+    },
+    /// The agent is gone for good (unreachable past
+    /// `--agent-removal-timeout`, or drained with `mark_gone`): it is no
+    /// longer admitted, and if it comes back it is told to shut down.
+    MarkAgentGone {
+        id: String,
+        at: f64,
+        reason: String,
+    },
+    /// DRAIN_AGENT: no offers, tasks killed with at most this grace.
+    DrainAgent {
+        id: String,
+        max_grace_period: Option<f64>,
+        mark_gone: bool,
+    },
+    /// DEACTIVATE_AGENT: no offers; tasks keep running.
+    DeactivateAgent {
+        id: String,
+    },
+    /// REACTIVATE_AGENT: undo a drain or a deactivation.
+    ReactivateAgent {
+        id: String,
+    },
+}
+
+/// A drain an operator asked for (Mesos' `DrainConfig`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrainRecord {
+    /// Upper bound of each task's kill grace period, in seconds.
+    pub max_grace_period: Option<f64>,
+    /// Mark the agent gone once drained.
+    pub mark_gone: bool,
+}
+
+/// An agent that must not come back, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GoneRecord {
+    pub at: f64,
+    pub reason: String,
 }
 
 /// First byte of a proposal that carries a [`KvRequest`] (registry commands
@@ -215,6 +264,19 @@ pub struct Registry {
     /// Quota guarantees per role, in `--resources` text.
     #[serde(default)]
     pub quotas: BTreeMap<String, String>,
+    /// Agents the leader lost contact with, and since when (seconds
+    /// since the epoch); they stay admitted and may re-register.
+    #[serde(default)]
+    pub unreachable: BTreeMap<String, f64>,
+    /// Agents removed for good; one that comes back is told to shut down.
+    #[serde(default)]
+    pub gone: BTreeMap<String, GoneRecord>,
+    /// Agents being drained (DRAIN_AGENT).
+    #[serde(default)]
+    pub draining: BTreeMap<String, DrainRecord>,
+    /// Agents deactivated (DEACTIVATE_AGENT, or drained): never offered.
+    #[serde(default)]
+    pub deactivated: std::collections::BTreeSet<String>,
     /// The frameworks' key-value store with leases.
     #[serde(default)]
     pub kv: KvStore,
@@ -343,6 +405,42 @@ impl Registry {
             }
             RegistryCommand::RemoveQuota { role } => {
                 self.quotas.remove(&role);
+            }
+            RegistryCommand::MarkAgentUnreachable { id, at } => {
+                if self.agents.contains_key(&id) {
+                    self.unreachable.entry(id).or_insert(at);
+                }
+            }
+            RegistryCommand::MarkAgentReachable { id } => {
+                self.unreachable.remove(&id);
+            }
+            RegistryCommand::MarkAgentGone { id, at, reason } => {
+                self.agents.remove(&id);
+                self.unreachable.remove(&id);
+                self.draining.remove(&id);
+                self.deactivated.remove(&id);
+                self.gone.insert(id, GoneRecord { at, reason });
+            }
+            RegistryCommand::DrainAgent {
+                id,
+                max_grace_period,
+                mark_gone,
+            } => {
+                self.deactivated.insert(id.clone());
+                self.draining.insert(
+                    id,
+                    DrainRecord {
+                        max_grace_period,
+                        mark_gone,
+                    },
+                );
+            }
+            RegistryCommand::DeactivateAgent { id } => {
+                self.deactivated.insert(id);
+            }
+            RegistryCommand::ReactivateAgent { id } => {
+                self.deactivated.remove(&id);
+                self.draining.remove(&id);
             }
         }
     }

@@ -180,6 +180,15 @@ async fn handle_event(shared: &Shared, ev: SchedulerEvent) -> Vec<Action> {
         }
         SchedulerEvent::Offers(offers) => shared.engine().offers(offers),
         SchedulerEvent::Rescind(_) => Vec::new(),
+        SchedulerEvent::InverseOffers(inverse) => {
+            let mut engine = shared.engine();
+            let mut actions = Vec::new();
+            for o in inverse {
+                let agent = o.agent_id.map(|a| a.value).unwrap_or_default();
+                actions.extend(engine.drain_agent(&agent));
+            }
+            actions
+        }
         SchedulerEvent::Update(status) => shared.engine().status(status),
         SchedulerEvent::Error(message) => {
             tracing::warn!(%message, "master reported an error");

@@ -164,6 +164,11 @@ impl BoundScheduler {
             role: config.role.clone(),
             hostname,
             webui_url: format!("http://{address}"),
+            // Told TASK_UNREACHABLE (not TASK_LOST) for tasks on agents the
+            // master lost, so `unreachableStrategy` decides (Marathon 1.4+).
+            capabilities: vec![pb::framework_info::Capability {
+                r#type: pb::framework_info::capability::Type::PartitionAware as i32,
+            }],
             ..Default::default()
         };
         Ok(BoundScheduler {
@@ -446,7 +451,15 @@ async fn lead(
     let mut engine = Engine::new(&config.role, events.clone(), config.max_versions);
     let framework_id = loaded.framework_id.clone();
     store::restore(&mut engine, loaded);
-    let (client, sdk_events) = meseta_sdk::start(config.masters.clone(), info, framework_id, false);
+    // The lease id only grows: it fences this term's calls against the
+    // master once a later leader of this framework subscribed.
+    let (client, sdk_events) = meseta_sdk::start_fenced(
+        config.masters.clone(),
+        info,
+        framework_id,
+        false,
+        term.lease,
+    );
     let (actions_tx, actions_rx) = unbounded_channel();
     let abdicate = Arc::new(Notify::new());
     let shared = Arc::new(Shared {

@@ -741,3 +741,87 @@ fn an_upgrade_that_never_gets_ready_is_stuck() {
         "{json}"
     );
 }
+
+fn unreachable_since(task: &str, secs_ago: f64) -> pb::TaskStatus {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs_f64();
+    pb::TaskStatus {
+        timestamp: now - secs_ago,
+        message: "agent unreachable".into(),
+        ..status(task, pb::TaskState::TaskUnreachable)
+    }
+}
+
+/// Two running instances, one of them then unreachable `secs_ago`.
+fn partitioned(kill_selection: &str, secs_ago: f64) -> (Engine, String, String) {
+    let a = app(&format!(
+        r#"{{"id": "/p", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16, "backoffSeconds": 0,
+            "portDefinitions": [], "killSelection": "{kill_selection}",
+            "unreachableStrategy": {{"inactiveAfterSeconds": 60, "expungeAfterSeconds": 600}}}}"#
+    ));
+    let mut e = engine_with(&[a]);
+    let ids = ids_of(&launched(&e.offers(vec![offer("o1", "h1", BIG)])));
+    assert_eq!(ids.len(), 2);
+    for t in &ids {
+        e.status(status(t, pb::TaskState::TaskRunning));
+    }
+    e.status(unreachable_since(&ids[0], secs_ago));
+    // Replacements are staged later (ages are by staging time, in ms).
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    (e, ids[0].clone(), ids[1].clone())
+}
+
+#[test]
+fn an_unreachable_task_counts_until_inactive_after_seconds() {
+    let (mut e, cut, _) = partitioned("YOUNGEST_FIRST", 5.0);
+    assert_eq!(e.needs("/p").launch, 0, "still within inactiveAfterSeconds");
+    assert!(e.app_tasks("/p").iter().any(|t| t.id == cut));
+    assert!(
+        kills(&e.tick()).is_empty(),
+        "an unreachable task is not killed"
+    );
+}
+
+#[test]
+fn an_inactive_unreachable_task_is_replaced_and_the_surplus_goes_youngest_first() {
+    let (mut e, cut, _) = partitioned("YOUNGEST_FIRST", 120.0);
+    assert_eq!(
+        e.needs("/p").launch,
+        1,
+        "past inactiveAfterSeconds: replaced"
+    );
+    let replacement = ids_of(&launched(&e.offers(vec![offer("o2", "h2", BIG)])));
+    assert_eq!(replacement.len(), 1);
+    e.status(status(&replacement[0], pb::TaskState::TaskRunning));
+    assert!(
+        e.app_tasks("/p").iter().any(|t| t.id == cut),
+        "not expunged yet"
+    );
+    // The partition heals: the original is back; the youngest goes.
+    let actions = e.status(status(&cut, pb::TaskState::TaskRunning));
+    assert_eq!(kills(&actions), replacement);
+}
+
+#[test]
+fn oldest_first_keeps_the_replacement() {
+    let (mut e, cut, other) = partitioned("OLDEST_FIRST", 120.0);
+    let replacement = ids_of(&launched(&e.offers(vec![offer("o2", "h2", BIG)])));
+    e.status(status(&replacement[0], pb::TaskState::TaskRunning));
+    let actions = e.status(status(&cut, pb::TaskState::TaskRunning));
+    // The two originals were staged together; one of them goes.
+    let killed = kills(&actions);
+    assert_eq!(killed.len(), 1);
+    assert!(killed[0] == cut || killed[0] == other, "{killed:?}");
+}
+
+#[test]
+fn an_unreachable_task_is_expunged_after_expunge_after_seconds() {
+    let (mut e, cut, _) = partitioned("YOUNGEST_FIRST", 700.0);
+    e.tick();
+    assert!(!e.app_tasks("/p").iter().any(|t| t.id == cut), "expunged");
+    // Should it come back, it is unknown now: killed.
+    let actions = e.status(status(&cut, pb::TaskState::TaskRunning));
+    assert_eq!(kills(&actions), vec![cut]);
+}

@@ -34,6 +34,10 @@ pub enum SchedulerEvent {
     /// An offer is no longer valid.
     Rescind(String),
     Update(pb::TaskStatus),
+    /// The master asks the framework to move its tasks off these agents
+    /// (they are being drained): start replacements elsewhere, then kill
+    /// the tasks there.
+    InverseOffers(Vec<pb::InverseOffer>),
     /// The master ended this subscription (another one took the framework
     /// over). Nothing follows: the client does not re-subscribe.
     Error(String),
@@ -60,6 +64,8 @@ struct Connection {
 struct Inner {
     connection: Mutex<Option<Connection>>,
     framework_id: Mutex<Option<String>>,
+    /// Fencing epoch carried on every call (`Call.epoch`; 0: none).
+    epoch: u64,
 }
 
 /// Sends calls for a subscribed framework. Cheap to clone.
@@ -77,9 +83,25 @@ pub fn start(
     framework_id: Option<String>,
     suppressed: bool,
 ) -> (SchedulerClient, UnboundedReceiver<SchedulerEvent>) {
+    start_fenced(masters, info, framework_id, suppressed, 0)
+}
+
+/// [`start`] for one of several instances of a framework: every call and
+/// SUBSCRIBE carries `epoch` (e.g. the instance's leader lease id, which
+/// only grows). The master refuses both from an epoch lower than the
+/// highest it has seen for the framework, so an instance that lost its
+/// leadership cannot launch or kill once a newer one subscribed.
+pub fn start_fenced(
+    masters: Vec<String>,
+    info: pb::FrameworkInfo,
+    framework_id: Option<String>,
+    suppressed: bool,
+    epoch: u64,
+) -> (SchedulerClient, UnboundedReceiver<SchedulerEvent>) {
     let inner = Arc::new(Inner {
         connection: Mutex::new(None),
         framework_id: Mutex::new(framework_id),
+        epoch,
     });
     let (tx, rx) = unbounded_channel();
     tokio::spawn(subscription_loop(
@@ -142,6 +164,7 @@ async fn subscription_loop(
             .clone();
         let call = pb::Call {
             framework_id: framework_id.clone().map(|value| pb::FrameworkId { value }),
+            epoch: inner.epoch,
             call: Some(pb::call::Call::Subscribe(pb::call::Subscribe {
                 framework_info: Some(pb::FrameworkInfo {
                     id: framework_id.map(|value| pb::FrameworkId { value }),
@@ -156,6 +179,12 @@ async fn subscription_loop(
         };
         let mut stream = match client.subscribe(call).await {
             Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::PermissionDenied => {
+                // Fenced: a newer instance of this framework subscribed.
+                tracing::warn!(master = %target, error = %status.message(), "the master refused this connection as stale; not subscribing again");
+                let _ = events.send(SchedulerEvent::Error(status.message().to_string()));
+                return;
+            }
             Err(status) => {
                 match meseta_proto::leader_hint(&status) {
                     Some(l) if status.code() == tonic::Code::Unavailable && l != target => {
@@ -208,6 +237,7 @@ async fn subscription_loop(
                 Some(E::Offers(o)) => Some(SchedulerEvent::Offers(o.offers)),
                 Some(E::Rescind(r)) => r.offer_id.map(|o| SchedulerEvent::Rescind(o.value)),
                 Some(E::Update(u)) => u.status.map(SchedulerEvent::Update),
+                Some(E::InverseOffers(o)) => Some(SchedulerEvent::InverseOffers(o.inverse_offers)),
                 Some(E::Error(e)) => {
                     // Mesos' contract: after ERROR (another subscription
                     // took this framework over) the scheduler must not
@@ -273,6 +303,7 @@ impl SchedulerClient {
                 framework_id: Some(pb::FrameworkId {
                     value: framework_id,
                 }),
+                epoch: self.inner.epoch,
                 call: Some(call),
             })
             .await?;

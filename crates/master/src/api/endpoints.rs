@@ -72,6 +72,19 @@ fn task_json(t: &TaskEntry) -> Value {
     v
 }
 
+/// Mesos' `DrainInfo`: DRAINING while tasks are left, then DRAINED; the
+/// config as the operator gave it (`max_grace_period` as a DurationInfo).
+fn drain_info_json(drain: &crate::registry::DrainRecord, empty: bool) -> Value {
+    let mut config = json!({"mark_gone": drain.mark_gone});
+    if let Some(g) = drain.max_grace_period {
+        config["max_grace_period"] = json!({"nanoseconds": (g * 1e9) as i64});
+    }
+    json!({
+        "state": if empty { "DRAINED" } else { "DRAINING" },
+        "config": config,
+    })
+}
+
 fn state_json(master: &Master, s: &MasterState) -> Value {
     let leader = master.leader_address();
     let (host, port) = master
@@ -88,12 +101,13 @@ fn state_json(master: &Master, s: &MasterState) -> Value {
                 .map(Attribute::from_proto)
                 .map(|at| (at.name, json!(at.value)))
                 .collect();
-            json!({
+            let mut agent = json!({
                 "id": a.id,
                 "hostname": a.hostname,
                 "pid": format!("slave(1)@{}", a.address),
                 "address": a.address,
                 "active": a.sender.is_some(),
+                "deactivated": a.deactivated,
                 "registered_time": a.registered_at,
                 "resources": a.total.to_mesos_json(),
                 "used_resources": a.used.to_mesos_json(),
@@ -101,7 +115,14 @@ fn state_json(master: &Master, s: &MasterState) -> Value {
                 "unreserved_resources": a.total.filter_roles(&["*"]).to_mesos_json(),
                 "attributes": attributes,
                 "task_count": a.tasks.len(),
-            })
+            });
+            if let Some(drain) = &a.drain {
+                agent["drain_info"] = drain_info_json(drain, a.tasks.is_empty());
+            }
+            if let Some(since) = a.unreachable_since {
+                agent["unreachable_time"] = json!({"nanoseconds": (since * 1e9) as i64});
+            }
+            agent
         })
         .collect();
     let frameworks: Vec<Value> = s

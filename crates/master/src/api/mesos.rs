@@ -91,6 +91,18 @@ pub(crate) fn framework_info_in(f: &m::FrameworkInfo) -> Result<pb::FrameworkInf
         principal: f.principal().to_string(),
         webui_url: f.webui_url().to_string(),
         labels: f.labels.as_ref().map(labels_in),
+        capabilities: f
+            .capabilities
+            .iter()
+            .filter_map(|c| {
+                let name = c.r#type?;
+                let name = m::framework_info::capability::Type::try_from(name)
+                    .ok()?
+                    .as_str_name();
+                let t = pb::framework_info::capability::Type::from_str_name(name)?;
+                Some(pb::framework_info::Capability { r#type: t as i32 })
+            })
+            .collect(),
     })
 }
 
@@ -627,7 +639,19 @@ pub(crate) fn framework_info_out(f: &pb::FrameworkInfo) -> m::FrameworkInfo {
         hostname: Some(f.hostname.clone()).filter(|h| !h.is_empty()),
         principal: Some(f.principal.clone()).filter(|p| !p.is_empty()),
         webui_url: Some(f.webui_url.clone()).filter(|w| !w.is_empty()),
-        capabilities: Vec::new(),
+        capabilities: f
+            .capabilities
+            .iter()
+            .filter_map(|c| {
+                let name = pb::framework_info::capability::Type::try_from(c.r#type)
+                    .ok()?
+                    .as_str_name();
+                let t = m::framework_info::capability::Type::from_str_name(name)?;
+                Some(m::framework_info::Capability {
+                    r#type: Some(t as i32),
+                })
+            })
+            .collect(),
         labels: f.labels.as_ref().map(labels_out),
     }
 }
@@ -809,6 +833,9 @@ pub(crate) fn event_out(e: &pb::Event, role: &str) -> Option<m::scheduler::Event
             });
         }
         E::Heartbeat(_) => out.r#type = Some(T::Heartbeat as i32),
+        // Not rendered on the HTTP face yet: its frameworks see the drain's
+        // kills when the master's patience runs out.
+        E::InverseOffers(_) => return None,
     }
     Some(out)
 }

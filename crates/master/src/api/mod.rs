@@ -83,7 +83,8 @@ pub(crate) fn status_of(e: &CallError) -> StatusCode {
         CallError::Invalid(_) | CallError::WrongStream { .. } | CallError::Unsupported(_) => {
             StatusCode::BAD_REQUEST
         }
-        CallError::NotSubscribed(_) => StatusCode::FORBIDDEN,
+        CallError::NotSubscribed(_) | CallError::StaleEpoch { .. } => StatusCode::FORBIDDEN,
+        CallError::LeaseLapsed => StatusCode::SERVICE_UNAVAILABLE,
         CallError::NotFound(_) => StatusCode::NOT_FOUND,
         CallError::Replication(_) => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -72,7 +72,7 @@ fn agent_out(a: &AgentEntry) -> r::get_agents::Agent {
     r::get_agents::Agent {
         agent_info: agent_info_out(&info),
         active: a.sender.is_some(),
-        deactivated: Some(false),
+        deactivated: Some(a.deactivated),
         version: super::MESOS_VERSION.to_string(),
         pid: Some(format!("slave(1)@{}", a.address)),
         registered_time: Some(time_info(a.registered_at)),
@@ -80,6 +80,19 @@ fn agent_out(a: &AgentEntry) -> r::get_agents::Agent {
         total_resources: resources_out(&a.total.to_proto(), None),
         allocated_resources: resources_out(&allocated.to_proto(), None),
         offered_resources: resources_out(&a.offered.to_proto(), None),
+        drain_info: a.drain.as_ref().map(|d| m::DrainInfo {
+            state: if a.tasks.is_empty() {
+                m::DrainState::Drained
+            } else {
+                m::DrainState::Draining
+            } as i32,
+            config: m::DrainConfig {
+                max_grace_period: d.max_grace_period.map(|g| m::DurationInfo {
+                    nanoseconds: (g * 1e9) as i64,
+                }),
+                mark_gone: Some(d.mark_gone),
+            },
+        }),
     }
 }
 
@@ -246,6 +259,14 @@ fn flags(master: &Master) -> r::GetFlags {
                 format!("{}secs", c.agent_ping_timeout.as_secs_f64()),
             ),
             flag(
+                "max_agent_ping_timeouts",
+                c.max_agent_ping_timeouts.to_string(),
+            ),
+            flag(
+                "agent_removal_timeout",
+                format!("{}secs", c.agent_removal_timeout.as_secs_f64()),
+            ),
+            flag(
                 "agent_reregister_timeout",
                 format!("{}secs", c.agent_reregister_timeout.as_secs_f64()),
             ),
@@ -402,6 +423,48 @@ async fn operator(State(master): State<Arc<Master>>, headers: HeaderMap, body: B
                 Err(e) => mesos_error(&e, PATH),
             };
         }
+        T::DrainAgent => {
+            let Some(drain) = call.drain_agent else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a DRAIN_AGENT call must carry 'drain_agent'",
+                );
+            };
+            let grace = drain.max_grace_period.as_ref().map(|d| {
+                d.seconds() as f64 + f64::from(d.nanos()) / 1e9 + d.nanoseconds() as f64 / 1e9
+            });
+            return match master
+                .drain_agent(&drain.agent_id.value, grace, drain.mark_gone())
+                .await
+            {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => mesos_error(&e, PATH),
+            };
+        }
+        T::DeactivateAgent => {
+            let Some(d) = call.deactivate_agent else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a DEACTIVATE_AGENT call must carry 'deactivate_agent'",
+                );
+            };
+            return match master.deactivate_agent(&d.agent_id.value).await {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => mesos_error(&e, PATH),
+            };
+        }
+        T::ReactivateAgent => {
+            let Some(r) = call.reactivate_agent else {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "a REACTIVATE_AGENT call must carry 'reactivate_agent'",
+                );
+            };
+            return match master.reactivate_agent(&r.agent_id.value).await {
+                Ok(()) => StatusCode::OK.into_response(),
+                Err(e) => mesos_error(&e, PATH),
+            };
+        }
         T::Subscribe => return subscribe(master, encoding),
         other => {
             let hint = match other {
@@ -478,6 +541,7 @@ fn event_out(e: &ClusterEvent) -> mr::Event {
                     total_resources: resources_out(&info.resources, None),
                     allocated_resources: Vec::new(),
                     offered_resources: Vec::new(),
+                    drain_info: None,
                 },
             });
         }

@@ -84,7 +84,11 @@ async fn scheduler(State(master): State<Arc<Master>>, headers: HeaderMap, body: 
     };
     if let Some(call) = translated {
         if let Err(e) = master
-            .framework_call(&framework_id, Some(&stream_id), call)
+            .framework_call(
+                &framework_id,
+                crate::handler::Caller::Stream(&stream_id),
+                call,
+            )
             .await
         {
             tracing::debug!(framework = %framework_id, call = kind.as_str_name(), error = %e, "scheduler call refused");
@@ -114,6 +118,7 @@ async fn subscribe(
         framework_id: call.framework_id.map(|f| f.value).filter(|v| !v.is_empty()),
         info,
         suppressed_roles: subscribe.suppressed_roles,
+        epoch: 0,
     };
     let subscription = match master.subscribe(request).await {
         Ok(s) => s,

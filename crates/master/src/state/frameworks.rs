@@ -69,6 +69,7 @@ impl MasterState {
                     completed: VecDeque::new(),
                     disconnected_at: None,
                     stream_id: stream_id.to_string(),
+                    epoch: 0,
                 },
             );
         }

@@ -36,8 +36,18 @@ pub type FrameworkSender = UnboundedSender<Result<pb::Event, Status>>;
 
 /// Completed tasks kept per framework for `/master/state`.
 const COMPLETED_TASKS_KEPT: usize = 200;
+/// How long a drain lets frameworks replace their tasks elsewhere (after
+/// its inverse offers) before the master kills what is left.
+pub const DRAIN_REPLACEMENT_PATIENCE: Duration = Duration::from_secs(60);
 /// Mesos' default `refuse_seconds` when a framework sends no filter.
 pub const DEFAULT_REFUSE_SECONDS: f64 = 5.0;
+
+/// Whether `info` declares Mesos' PARTITION_AWARE capability.
+pub fn partition_aware(info: &pb::FrameworkInfo) -> bool {
+    info.capabilities
+        .iter()
+        .any(|c| c.r#type == pb::framework_info::capability::Type::PartitionAware as i32)
+}
 
 pub fn now_secs() -> f64 {
     std::time::SystemTime::now()
@@ -74,9 +84,24 @@ pub struct AgentEntry {
     pub sender: Option<AgentSender>,
     /// Distinguishes this connection from an older one of the same agent.
     pub session: u64,
+    /// When the master last heard anything from it (answers to pings,
+    /// heartbeats, status updates).
     pub last_heartbeat: Instant,
+    /// When the master last pinged it.
+    pub last_ping: Instant,
     pub disconnected_at: Option<Instant>,
     pub registered_at: f64,
+    /// Since when (seconds since the epoch) it is marked unreachable; its
+    /// tasks were reported TASK_UNREACHABLE / TASK_LOST.
+    pub unreachable_since: Option<f64>,
+    /// DEACTIVATE_AGENT or DRAIN_AGENT: it is never offered.
+    pub deactivated: bool,
+    /// DRAIN_AGENT's config while the agent drains.
+    pub drain: Option<crate::registry::DrainRecord>,
+    /// When the drain kills what its frameworks left on the agent (they
+    /// were sent inverse offers to replace their tasks first); None once
+    /// done, or when not draining.
+    pub drain_kill_at: Option<Instant>,
 }
 
 impl AgentEntry {
@@ -112,11 +137,20 @@ pub struct FrameworkEntry {
     /// The current subscription's id (HTTP calls must carry it as
     /// `Mesos-Stream-Id`).
     pub stream_id: String,
+    /// The highest fencing epoch a subscription of this framework brought
+    /// (`Call.epoch`); calls with a lower one are refused.
+    pub epoch: u64,
 }
 
 impl FrameworkEntry {
     pub fn active(&self) -> bool {
         self.sender.is_some()
+    }
+
+    /// Whether it declared Mesos' PARTITION_AWARE capability (it is told
+    /// TASK_UNREACHABLE and TASK_GONE, others TASK_LOST).
+    pub fn partition_aware(&self) -> bool {
+        partition_aware(&self.info)
     }
 
     fn send(&self, event: pb::event::Event) -> bool {
@@ -176,7 +210,7 @@ impl Default for Metrics {
 /// Agents' `used` and `offered` and the allocator's view move together:
 /// every method that changes one tells the other, so that for every agent
 /// `allocator.agent_allocated == used + offered <= total`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MasterState {
     pub agents: BTreeMap<String, AgentEntry>,
     pub frameworks: BTreeMap<String, FrameworkEntry>,
@@ -191,6 +225,8 @@ pub struct MasterState {
     /// Kills waiting for their agent to (re-)register: agent id →
     /// (framework id, KILL call).
     pub pending_kills: HashMap<String, Vec<(String, pb::call::Kill)>>,
+    /// How often agents are pinged and heartbeat (`--agent-ping-timeout`).
+    pub agent_heartbeat_interval: Duration,
     next_session: u64,
 }
 
@@ -281,6 +317,23 @@ fn status(
         }),
         timestamp: now_secs(),
         ..Default::default()
+    }
+}
+
+impl Default for MasterState {
+    fn default() -> Self {
+        MasterState {
+            agents: BTreeMap::new(),
+            frameworks: BTreeMap::new(),
+            offers: HashMap::new(),
+            metrics: Metrics::default(),
+            allocator: Allocator::default(),
+            offer_timeout: None,
+            events: ClusterEvents::default(),
+            pending_kills: HashMap::new(),
+            agent_heartbeat_interval: Duration::from_secs(15),
+            next_session: 0,
+        }
     }
 }
 

@@ -89,9 +89,11 @@ impl MasterState {
             .find(|a| a.tasks.contains_key(&task_id));
         match agent {
             Some(agent) => {
-                let policy = call
-                    .kill_policy
-                    .or_else(|| agent.tasks.get(&task_id).and_then(|t| t.info.kill_policy));
+                let policy = self.drain_capped(
+                    &agent.id,
+                    call.kill_policy
+                        .or_else(|| agent.tasks.get(&task_id).and_then(|t| t.info.kill_policy)),
+                );
                 if !agent.send(pb::master_message::Message::KillTask(
                     pb::master_message::KillTask {
                         framework_id: Some(pb::FrameworkId {

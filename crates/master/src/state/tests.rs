@@ -339,3 +339,186 @@ fn frameworks_past_their_failover_timeout_are_torn_down() {
     }
     assert!(removed, "operators hear FRAMEWORK_REMOVED");
 }
+
+fn updates(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<pb::Event, tonic::Status>>,
+) -> Vec<pb::TaskStatus> {
+    let mut out = Vec::new();
+    while let Ok(Ok(ev)) = rx.try_recv() {
+        if let Some(pb::event::Event::Update(u)) = ev.event {
+            out.extend(u.status);
+        }
+    }
+    out
+}
+
+fn running(framework: &str, id: &str) -> pb::RunningTask {
+    pb::RunningTask {
+        framework_id: Some(pb::FrameworkId {
+            value: framework.into(),
+        }),
+        task: Some(task(id, 0.5, 64.0)),
+        state: TaskState::TaskRunning as i32,
+        latest_status: None,
+    }
+}
+
+fn partition_aware_info() -> pb::FrameworkInfo {
+    pb::FrameworkInfo {
+        capabilities: vec![pb::framework_info::Capability {
+            r#type: pb::framework_info::capability::Type::PartitionAware as i32,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_silent_agent_is_unreachable_to_partition_aware_frameworks_and_lost_to_others() {
+    let mut s = MasterState::default();
+    let (atx, _arx) = unbounded_channel();
+    let total = Resources::parse("cpus:4;mem:1024").expect("valid");
+    let (aware_tx, mut aware) = unbounded_channel();
+    let (plain_tx, mut plain) = unbounded_channel();
+    s.attach_framework("aware", partition_aware_info(), aware_tx, 1, false, "s1");
+    s.attach_framework(
+        "plain",
+        pb::FrameworkInfo::default(),
+        plain_tx,
+        2,
+        false,
+        "s2",
+    );
+    s.attach_agent(
+        "a1",
+        &agent_info("h1"),
+        total.clone(),
+        &[running("aware", "t1"), running("plain", "t2")],
+        atx,
+        3,
+    );
+    assert!(s.allocate() > 0, "the agent's free resources are offered");
+    // Nothing heard for longer than the silence limit.
+    s.agents.get_mut("a1").expect("attached").last_heartbeat -= Duration::from_secs(10);
+    let expiry = s.expire_agents(Duration::from_secs(3), Duration::from_secs(3600));
+    assert_eq!(expiry.unreachable.len(), 1);
+    assert!(expiry.gone.is_empty());
+    assert!(s.offers.is_empty(), "its offers are rescinded");
+    let aware_states: Vec<i32> = updates(&mut aware).iter().map(|u| u.state).collect();
+    assert!(
+        aware_states.contains(&(TaskState::TaskUnreachable as i32)),
+        "{aware_states:?}"
+    );
+    let plain_states: Vec<i32> = updates(&mut plain).iter().map(|u| u.state).collect();
+    assert!(
+        plain_states.contains(&(TaskState::TaskLost as i32)),
+        "{plain_states:?}"
+    );
+    assert_eq!(s.allocate(), 0, "an unreachable agent is not offered");
+    // It re-registers in time with its tasks: they are running again.
+    let (atx2, _arx2) = unbounded_channel();
+    s.attach_agent(
+        "a1",
+        &agent_info("h1"),
+        total,
+        &[running("aware", "t1"), running("plain", "t2")],
+        atx2,
+        4,
+    );
+    s.agent_came_back("a1");
+    let back = updates(&mut aware);
+    assert!(
+        back.iter().any(|u| u.state == TaskState::TaskRunning as i32
+            && u.task_id.as_ref().is_some_and(|t| t.value == "t1")),
+        "{back:?}"
+    );
+    s.check_invariants().expect("books agree");
+}
+
+#[test]
+fn an_agent_unreachable_past_the_removal_timeout_is_gone() {
+    let mut s = MasterState::default();
+    let (atx, _arx) = unbounded_channel();
+    let (ftx, mut frx) = unbounded_channel();
+    s.attach_framework("aware", partition_aware_info(), ftx, 1, false, "s1");
+    s.attach_agent(
+        "a1",
+        &agent_info("h1"),
+        Resources::parse("cpus:4;mem:1024").expect("valid"),
+        &[running("aware", "t1")],
+        atx,
+        2,
+    );
+    s.mark_unreachable("a1", now_secs() - 100.0, Duration::from_secs(3));
+    let expiry = s.expire_agents(Duration::from_secs(3), Duration::from_secs(50));
+    assert_eq!(expiry.gone.len(), 1, "{expiry:?}");
+    assert!(!s.agents.contains_key("a1"));
+    let states: Vec<i32> = updates(&mut frx).iter().map(|u| u.state).collect();
+    assert!(states.contains(&(TaskState::TaskGone as i32)), "{states:?}");
+    s.check_invariants().expect("books agree");
+}
+
+#[test]
+fn draining_an_agent_asks_for_replacements_then_kills_its_tasks_with_a_capped_grace() {
+    let mut s = MasterState::default();
+    let (atx, mut arx) = unbounded_channel();
+    let (ftx, mut frx) = unbounded_channel();
+    s.attach_framework("f1", pb::FrameworkInfo::default(), ftx, 1, false, "s1");
+    let mut t = running("f1", "t1");
+    if let Some(info) = t.task.as_mut() {
+        info.kill_policy = Some(pb::KillPolicy {
+            grace_period_seconds: 30.0,
+        });
+    }
+    s.attach_agent(
+        "a1",
+        &agent_info("h1"),
+        Resources::parse("cpus:4;mem:1024").expect("valid"),
+        &[t],
+        atx,
+        2,
+    );
+    let _registered = arx.try_recv();
+    s.deactivate_agent(
+        "a1",
+        Some(crate::registry::DrainRecord {
+            max_grace_period: Some(2.0),
+            mark_gone: false,
+        }),
+    );
+    assert_eq!(s.allocate(), 0, "a draining agent is not offered");
+    let inverse = std::iter::from_fn(|| frx.try_recv().ok())
+        .find_map(|e| match e.ok()?.event? {
+            pb::event::Event::InverseOffers(o) => Some(o),
+            _ => None,
+        })
+        .expect("the framework is asked to move its tasks");
+    assert_eq!(
+        inverse.inverse_offers[0]
+            .agent_id
+            .as_ref()
+            .map(|a| a.value.as_str()),
+        Some("a1")
+    );
+    s.expire_agents(Duration::from_secs(3600), Duration::from_secs(3600));
+    assert!(
+        !std::iter::from_fn(|| arx.try_recv().ok()).any(|m| matches!(
+            m,
+            Ok(pb::MasterMessage {
+                message: Some(pb::master_message::Message::KillTask(_))
+            })
+        )),
+        "no kill while the framework may still replace the task"
+    );
+    // The patience runs out: the master kills what is left.
+    s.agents.get_mut("a1").expect("attached").drain_kill_at = Some(Instant::now());
+    s.expire_agents(Duration::from_secs(3600), Duration::from_secs(3600));
+    let kill = std::iter::from_fn(|| arx.try_recv().ok())
+        .find_map(|m| match m.ok()?.message? {
+            pb::master_message::Message::KillTask(k) => Some(k),
+            _ => None,
+        })
+        .expect("the task is killed");
+    assert_eq!(kill.kill_policy.map(|k| k.grace_period_seconds), Some(2.0));
+    s.reactivate_agent("a1");
+    assert!(s.allocate() > 0, "a reactivated agent is offered again");
+}

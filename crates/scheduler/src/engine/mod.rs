@@ -179,6 +179,7 @@ impl StoredTask {
             last_update: None,
             kill_sent: None,
             grace_seconds: self.grace_seconds,
+            unreachable_since: None,
         }
     }
 }

@@ -17,7 +17,9 @@ use super::queue::LaunchStats;
 use super::tasks::{host_ip, HealthState, Readiness, ReadinessResponse, TaskFailure};
 use super::{Action, Engine, MarathonTask};
 use crate::launch::{constraints_allow, fit, mismatch, task_info, Placements};
-use crate::model::{marathon_timestamp, now_millis, AppDefinition, KillSelection, PathId};
+use crate::model::{
+    marathon_timestamp, now_millis, AppDefinition, KillSelection, PathId, UnreachableStrategy,
+};
 
 /// Decline offers for this long while there is nothing to launch.
 const IDLE_REFUSE_SECONDS: f64 = 120.0;
@@ -78,6 +80,45 @@ impl Engine {
         self.state.apps.get(id)
     }
 
+    /// Whether an unreachable task no longer counts as an instance
+    /// (`unreachableStrategy.inactiveAfterSeconds` passed, or the strategy
+    /// is `disabled`): a replacement starts elsewhere.
+    pub(super) fn unreachable_inactive(
+        app: Option<&AppDefinition>,
+        t: &MarathonTask,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(since) = t.unreachable_since else {
+            return false;
+        };
+        match app.map(|a| a.unreachable_strategy) {
+            Some(UnreachableStrategy::Enabled {
+                inactive_after_seconds,
+                ..
+            }) => (now - since).num_milliseconds() >= (inactive_after_seconds as i64) * 1000,
+            _ => true,
+        }
+    }
+
+    /// Whether an unreachable task is to be forgotten
+    /// (`unreachableStrategy.expungeAfterSeconds` passed, or `disabled`).
+    fn unreachable_expunged(
+        app: Option<&AppDefinition>,
+        t: &MarathonTask,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(since) = t.unreachable_since else {
+            return false;
+        };
+        match app.map(|a| a.unreachable_strategy) {
+            Some(UnreachableStrategy::Enabled {
+                expunge_after_seconds,
+                ..
+            }) => (now - since).num_milliseconds() >= (expunge_after_seconds as i64) * 1000,
+            _ => true,
+        }
+    }
+
     fn health_ok(app: &AppDefinition, t: &MarathonTask) -> bool {
         t.running() && (app.health_checks.is_empty() || t.healthy() == Some(true))
     }
@@ -99,10 +140,16 @@ impl Engine {
     /// [`UNHEALTHY_REPLACEMENT_PATIENCE`]).
     pub fn needs(&self, app_id: &str) -> Needs {
         let mut needs = Needs::default();
+        let now_ts = now_millis();
+        let defined = self.state.apps.get(app_id);
+        // Unreachable tasks count until they are inactive; then they are
+        // neither counted nor killed (they cannot be reached), and a
+        // replacement starts. When one comes back it counts again and the
+        // surplus goes by killSelection below.
         let active: Vec<&MarathonTask> = self
             .app_tasks(app_id)
             .into_iter()
-            .filter(|t| t.active())
+            .filter(|t| t.active() && !Self::unreachable_inactive(defined, t, now_ts))
             .collect();
         let Some(app) = self.effective(app_id) else {
             needs.kill = active.iter().map(|t| t.id.clone()).collect();
@@ -208,7 +255,7 @@ impl Engine {
             let kills = self.needs(id).kill;
             for task_id in kills {
                 if let Some(t) = self.tasks.get(&task_id) {
-                    if t.doomed.is_some() {
+                    if t.doomed.is_some() && t.health.as_ref().is_some_and(|h| !h.alive) {
                         let event = json!({
                             "eventType": "unhealthy_instance_kill_event",
                             "timestamp": marathon_timestamp(now_millis()),
@@ -387,6 +434,7 @@ impl Engine {
                         last_update: Some(Instant::now()),
                         kill_sent: None,
                         grace_seconds: app.task_kill_grace_period_seconds.map(f64::from),
+                        unreachable_since: None,
                     };
                     tracing::debug!(task = %task_id, app = %app_id, host = %offer.hostname, "launching task");
                     placed.push((task.host.clone(), task.attributes.clone()));
@@ -431,6 +479,23 @@ impl Engine {
         actions
     }
 
+    /// The master drains `agent_id` (an inverse offer): every task there
+    /// is condemned like an unhealthy one, so a replacement starts
+    /// elsewhere first and the task is killed once it is ready (or after
+    /// [`UNHEALTHY_REPLACEMENT_PATIENCE`]).
+    pub fn drain_agent(&mut self, agent_id: &str) -> Vec<Action> {
+        let now = Instant::now();
+        let mut condemned = 0;
+        for t in self.tasks.values_mut() {
+            if t.agent_id == agent_id && t.doomed.is_none() && t.kill_sent.is_none() {
+                t.doomed = Some(now);
+                condemned += 1;
+            }
+        }
+        tracing::info!(agent = %agent_id, tasks = condemned, "agent draining: replacing its tasks elsewhere before they are killed");
+        self.converge()
+    }
+
     /// A status update from the master (a state change or a health check
     /// result). Always acknowledged.
     pub fn status(&mut self, status: pb::TaskStatus) -> Vec<Action> {
@@ -466,6 +531,18 @@ impl Engine {
         let changed = task.state != state;
         task.last_update = Some(Instant::now());
         task.state = state;
+        if state == TaskState::TaskUnreachable {
+            if task.unreachable_since.is_none() {
+                let since =
+                    DateTime::<Utc>::from_timestamp_millis((status.timestamp * 1000.0) as i64)
+                        .filter(|t| *t <= now)
+                        .unwrap_or(now);
+                tracing::warn!(task = %task.id, app = %task.app_id, agent = %task.agent_id, message = %status.message, "task unreachable; unreachableStrategy decides when it is replaced");
+                task.unreachable_since = Some(since);
+            }
+        } else if task.unreachable_since.take().is_some() && !state.is_terminal() {
+            tracing::info!(task = %task.id, app = %task.app_id, state = state.mesos_name(), "unreachable task is back");
+        }
         if let Some(a) = status.agent_id.as_ref().filter(|a| !a.value.is_empty()) {
             task.agent_id = a.value.clone();
         }
@@ -543,7 +620,12 @@ impl Engine {
         for e in events {
             self.emit(e);
         }
-        if state.is_terminal() || state == TaskState::TaskUnreachable {
+        let disabled = self
+            .state
+            .apps
+            .get(&app_id)
+            .is_none_or(|a| a.unreachable_strategy == UnreachableStrategy::Disabled);
+        if state.is_terminal() || (state == TaskState::TaskUnreachable && disabled) {
             self.task_ended(&task_id, state, &status.message);
         } else if state == TaskState::TaskRunning {
             if let Some(b) = self.state.backoff.get_mut(&app_id) {
@@ -615,6 +697,20 @@ impl Engine {
     pub fn tick(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         let now = Instant::now();
+        let now_ts = now_millis();
+        let expunged: Vec<(String, String)> = self
+            .tasks
+            .values()
+            .filter(|t| Self::unreachable_expunged(self.state.apps.get(&t.app_id), t, now_ts))
+            .map(|t| (t.id.clone(), t.app_id.clone()))
+            .collect();
+        for (id, app) in &expunged {
+            // Marathon's expunge: the instance is forgotten; should it come
+            // back, it is an unknown task and is killed.
+            tracing::warn!(task = %id, app = %app, "unreachable task expunged (unreachableStrategy.expungeAfterSeconds)");
+            self.remove_task(id);
+        }
+        let unreachable = self.tasks.values().any(|t| t.unreachable_since.is_some());
         for task in self.tasks.values_mut() {
             if task
                 .kill_sent
@@ -639,7 +735,12 @@ impl Engine {
             .tasks
             .values()
             .any(|t| t.doomed.is_some() && t.active());
-        if expired || doomed || (!self.suppressed && self.queue_len() > 0) {
+        if expired
+            || doomed
+            || unreachable
+            || !expunged.is_empty()
+            || (!self.suppressed && self.queue_len() > 0)
+        {
             actions.extend(self.converge());
         } else {
             self.advance_deployments();

@@ -77,6 +77,10 @@ pub struct MarathonTask {
     /// When a kill was last sent; None while the task should run.
     pub kill_sent: Option<Instant>,
     pub grace_seconds: Option<f64>,
+    /// Since when the master reports the task TASK_UNREACHABLE (its agent
+    /// is cut off); `unreachableStrategy` decides from this when it is
+    /// replaced and when it is expunged.
+    pub unreachable_since: Option<DateTime<Utc>>,
 }
 
 impl MarathonTask {
