@@ -10,14 +10,22 @@
 //! - `recover`: an agent restart re-attaching to its running tasks.
 //! - `api`: offers → ACCEPT → TASK_RUNNING over gRPC and over Mesos' v1
 //!   HTTP API (JSON and protobuf), side by side.
+//! - `failover`: master leader SIGKILL → first acknowledged write, p50
+//!   over many kills.
+//! - `rss`: resident memory of each role, idle after start.
+//! - `hollow`: thousands of hollow agents in this process against real
+//!   masters and a Marathon scheduler; placements/s and time to RUNNING.
 
 mod allocator;
 mod api;
 mod containers;
 mod deploy;
+mod failover;
+mod hollow;
 mod kv;
 mod launch;
 mod recover;
+mod rss;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +52,13 @@ enum Command {
     Recover(recover::RecoverArgs),
     /// Offers → ACCEPT → TASK_RUNNING over gRPC vs the v1 HTTP API.
     Api(api::ApiArgs),
+    /// Hollow agents (real agents over a fake containerizer) in one
+    /// process: placements/s and time to all RUNNING of one big app.
+    Hollow(hollow::HollowArgs),
+    /// Resident memory of master, agent and scheduler, idle after start.
+    Rss(rss::RssArgs),
+    /// Leader kill → first acknowledged KV write, over many runs.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() {
@@ -56,6 +71,9 @@ fn main() {
         Command::Recover(args) => recover::run(args),
         Command::Api(args) => api::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Hollow(args) => hollow::run(args),
+        Command::Rss(args) => rss::run(args),
+        Command::Failover(args) => failover::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

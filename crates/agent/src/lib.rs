@@ -280,7 +280,27 @@ impl BoundAgent {
     /// Opens the checkpoint, detects resources, picks the containerizer,
     /// binds the HTTP port and recovers the tasks of an earlier run (see
     /// [`RecoverMode`]) before anything registers with a master.
-    pub async fn bind(mut config: AgentConfig) -> Result<BoundAgent, AgentError> {
+    pub async fn bind(config: AgentConfig) -> Result<BoundAgent, AgentError> {
+        Self::bind_with(config, None).await
+    }
+
+    /// A hollow agent, for load tests that stand many hosts up in one
+    /// process (`meseta-bench hollow`): the real agent (registration,
+    /// heartbeats, launch and kill handling, status updates with their
+    /// acknowledgements) over `fake` instead of a host's processes, with
+    /// its checkpoint in memory and no Docker. `fake` stays the caller's
+    /// handle to the tasks: it can end any of them.
+    pub async fn bind_hollow(
+        config: AgentConfig,
+        fake: containerizer::FakeContainerizer,
+    ) -> Result<BoundAgent, AgentError> {
+        Self::bind_with(config, Some(fake)).await
+    }
+
+    async fn bind_with(
+        mut config: AgentConfig,
+        hollow: Option<containerizer::FakeContainerizer>,
+    ) -> Result<BoundAgent, AgentError> {
         if config.masters.is_empty() {
             return Err(AgentError::Config(
                 "--masters must name at least one master".into(),
@@ -294,9 +314,10 @@ impl BoundAgent {
             std::path::absolute(&config.work_dir).map_err(work_dir_error(&config.work_dir))?;
         let runs = config.work_dir.join("meta").join("runs");
         std::fs::create_dir_all(&runs).map_err(work_dir_error(&runs))?;
-        let checkpoint = Arc::new(Checkpoint::open(
-            &config.work_dir.join("meta").join("checkpoint"),
-        )?);
+        let checkpoint = Arc::new(match hollow {
+            Some(_) => Checkpoint::in_memory(),
+            None => Checkpoint::open(&config.work_dir.join("meta").join("checkpoint"))?,
+        });
         let recovered = checkpoint.load()?;
         let total = resources::detect(&config.work_dir, config.resources.as_deref())?;
         let attributes = match &config.attributes {
@@ -312,16 +333,21 @@ impl BoundAgent {
             config.cgroups_root.trim_matches('/'),
             agent_cgroup(&config.work_dir)
         );
-        let native = containerizer::detect_with_config(
-            config.isolation.as_deref(),
-            LinuxConfig {
-                cgroups_root: cgroups_root.clone(),
-                cfs_quota: config.cgroups_enable_cfs,
-                pids_max: config.cgroups_max_pids,
-                ..LinuxConfig::default()
-            },
-        )?;
-        let docker = docker_daemon(&config).await?;
+        let (native, docker): (Arc<dyn Containerizer>, _) = match hollow {
+            Some(fake) => (Arc::new(fake), None),
+            None => (
+                containerizer::detect_with_config(
+                    config.isolation.as_deref(),
+                    LinuxConfig {
+                        cgroups_root: cgroups_root.clone(),
+                        cfs_quota: config.cgroups_enable_cfs,
+                        pids_max: config.cgroups_max_pids,
+                        ..LinuxConfig::default()
+                    },
+                )?,
+                docker_daemon(&config).await?,
+            ),
+        };
         let mut containerizer_names = vec!["mesos"];
         let docker_containerizer = docker.clone().map(|d| {
             containerizer_names.push("docker");
