@@ -181,9 +181,12 @@ impl BoundMaster {
             id,
             peers,
             data_dir: config.data_dir.join("raft"),
-            tick: Duration::from_millis(100),
-            election_ticks: 5,
-            heartbeat_ticks: 1,
+            // Election timeout 0.4–0.8 s (randomized in [8, 16) ticks of
+            // 50 ms), heartbeats every 100 ms: failover under 1 s at the
+            // median (docs/architecture.md, "Scale and performance").
+            tick: Duration::from_millis(50),
+            election_ticks: 8,
+            heartbeat_ticks: 2,
             snapshot_interval: 10_000,
             snapshot_log_ratio: 1.0,
         };

@@ -71,6 +71,12 @@ pub struct KvClient {
     attempt_timeout: Duration,
 }
 
+/// Longest wait between two attempts while no leader answers. Short: an
+/// attempt at a follower costs it one refusal, and while a new leader is
+/// being elected every millisecond of sleep past the election is failover
+/// time the caller sees.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
 /// A refusal that proves the call was not proposed.
 fn not_leader(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable
@@ -178,7 +184,7 @@ impl KvClient {
                         Err(e) => {
                             last = format!("{m}: {e}");
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_millis(300));
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
                             continue;
                         }
                     }
@@ -198,7 +204,7 @@ impl KvClient {
                         Some(l) => hint = Some(l),
                         None => {
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_millis(300));
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
                 }
