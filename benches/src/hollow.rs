@@ -6,8 +6,10 @@
 //! scheduler` (the release binary when built, else the debug one, or
 //! `MESETA_BIN`), then `--agents` hollow agents in this process: each is the
 //! real agent ([`meseta_agent::BoundAgent::bind_hollow`]) with its own
-//! loopback address (127.1.x.y), id, `--resources`, attributes (`rack`,
-//! `zone`) and HTTP endpoint, one gRPC session to the leading master, its
+//! loopback address (127.1.x.y:5051, advertised: a hollow agent serves no
+//! HTTP, as this machine allows 20,000 open files per process), id,
+//! `--resources`, attributes (`rack`, `zone`), one gRPC session to the
+//! leading master, its
 //! checkpoint in memory and a [`FakeContainerizer`] for a host: a launch
 //! "starts" at once, so the agent reports TASK_STARTING then TASK_RUNNING,
 //! and the bench can end any task.
@@ -151,7 +153,7 @@ async fn start_agents(args: &HollowArgs, masters: &[String], dir: &Path) -> Resu
     for i in 0..args.agents {
         let ip = agent_ip(i)?;
         let mut config = AgentConfig::new(
-            format!("{ip}:0").parse().context("agent address")?,
+            format!("{ip}:5051").parse().context("agent address")?,
             masters.to_vec(),
             dir.join(format!("agent-{i}")),
         );

@@ -272,7 +272,8 @@ async fn docker_daemon(config: &AgentConfig) -> Result<Option<bollard::Docker>, 
 
 /// An agent bound to its HTTP port, its tasks recovered, ready to run.
 pub struct BoundAgent {
-    listener: TcpListener,
+    /// None for a hollow agent (no HTTP endpoint).
+    listener: Option<TcpListener>,
     agent: Arc<Agent>,
 }
 
@@ -288,7 +289,8 @@ impl BoundAgent {
     /// process (`meseta-bench hollow`): the real agent (registration,
     /// heartbeats, launch and kill handling, status updates with their
     /// acknowledgements) over `fake` instead of a host's processes, with
-    /// its checkpoint in memory and no Docker. `fake` stays the caller's
+    /// its checkpoint in memory, no Docker and no HTTP endpoint (it
+    /// advertises `listen` as its address). `fake` stays the caller's
     /// handle to the tasks: it can end any of them.
     pub async fn bind_hollow(
         config: AgentConfig,
@@ -333,6 +335,7 @@ impl BoundAgent {
             config.cgroups_root.trim_matches('/'),
             agent_cgroup(&config.work_dir)
         );
+        let is_hollow = hollow.is_some();
         let (native, docker): (Arc<dyn Containerizer>, _) = match hollow {
             Some(fake) => (Arc::new(fake), None),
             None => (
@@ -365,17 +368,25 @@ impl BoundAgent {
             cache_dir: config.work_dir.join("cache").join("fetcher"),
             cache_limit_bytes: config.fetcher_cache_size,
         })?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    addr: config.listen.to_string(),
-                    source,
-                })?;
-        let local = listener.local_addr().map_err(|source| AgentError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+        // A hollow agent serves no HTTP: ten thousand of them in one
+        // process would need ten thousand more file descriptors than a
+        // process may have here. It advertises its --listen address.
+        let (listener, local) = if is_hollow {
+            (None, config.listen)
+        } else {
+            let listener =
+                TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| AgentError::Bind {
+                        addr: config.listen.to_string(),
+                        source,
+                    })?;
+            let local = listener.local_addr().map_err(|source| AgentError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+            (Some(listener), local)
+        };
         let hostname = config.hostname.clone().unwrap_or_else(resources::hostname);
         let address = config
             .advertise
@@ -446,9 +457,17 @@ impl BoundAgent {
         let stop = async move {
             let _ = mode_tx.send(shutdown.await);
         };
-        let result = meseta_proto::serve::serve(self.listener, http::router(agent.clone()), stop)
-            .await
-            .map_err(|source| AgentError::Serve { addr, source });
+        let result = match self.listener {
+            Some(listener) => {
+                meseta_proto::serve::serve(listener, http::router(agent.clone()), stop)
+                    .await
+                    .map_err(|source| AgentError::Serve { addr, source })
+            }
+            None => {
+                stop.await;
+                Ok(())
+            }
+        };
         let mode = mode_rx.await.unwrap_or(StopMode::KeepTasks);
         if mode == StopMode::KillTasks {
             // While the master link still runs, so the last updates go out.
