@@ -91,7 +91,9 @@ async fn connect(target: &str) -> Result<GrpcKv<Channel>, String> {
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    Ok(GrpcKv::new(channel))
+    Ok(GrpcKv::new(channel)
+        .max_decoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(meseta_proto::MAX_MESSAGE_BYTES))
 }
 
 impl KvClient {
