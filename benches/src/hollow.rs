@@ -24,10 +24,8 @@
 //!
 //! With `--inject` it then fails one task (the fake containerizer ends it
 //! with exit code 1) and measures until the scheduler runs a replacement
-//! (`task_replaced_ms`), then stops one agent with its tasks (its session
-//! closes, as when an agent process dies) and reports what the master
-//! says of it (`agent_lost_ms`: until the master no longer lists it
-//! connected).
+//! (`task_replaced_ms`). (An agent's death at scale waits for the master's
+//! agent-unreachable handling; not measured here yet.)
 //!
 //! The master's and the scheduler's resident memory (`VmRSS`) are read
 //! once everything runs. The last line holds every figure:
@@ -68,8 +66,7 @@ pub struct HollowArgs {
     /// Each instance's mem (MB).
     #[arg(long, default_value_t = 16.0)]
     pub mem: f64,
-    /// After the deployment: fail a task, then stop an agent, and time
-    /// what follows.
+    /// After the deployment: fail a task and time its replacement.
     #[arg(long)]
     pub inject: bool,
     /// Give up on any one step after this many seconds.
@@ -81,7 +78,6 @@ pub struct HollowArgs {
 struct Hollow {
     fake: FakeContainerizer,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    address: String,
 }
 
 /// Raises the soft (and, as root, the hard) limit of open files: every
@@ -169,7 +165,6 @@ async fn start_agents(args: &HollowArgs, masters: &[String], dir: &Path) -> Resu
             let bound = BoundAgent::bind_hollow(config, fake.clone())
                 .await
                 .with_context(|| format!("hollow agent {i}"))?;
-            let address = bound.address().to_string();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
                 let _ = bound
@@ -183,7 +178,6 @@ async fn start_agents(args: &HollowArgs, masters: &[String], dir: &Path) -> Resu
                 Hollow {
                     fake,
                     stop: Some(tx),
-                    address,
                 },
             ))
         });
@@ -364,7 +358,7 @@ pub fn run(args: &HollowArgs) -> Result<()> {
             line.push_str(&format!(" scheduler_rss_mb={:.1}", rss_mb(pid)?));
         }
         if args.inject {
-            line.push_str(&inject(&mut agents, &marathon, &leader_api, id, m, step).await?);
+            line.push_str(&inject(&agents, &marathon, id, m, step).await?);
         }
         for a in &mut agents {
             if let Some(stop) = a.stop.take() {
@@ -387,11 +381,10 @@ pub fn run(args: &HollowArgs) -> Result<()> {
     }
 }
 
-/// Fails one task, then stops one agent; returns the figures.
+/// Fails one task; returns the figure.
 async fn inject(
-    agents: &mut [Hollow],
+    agents: &[Hollow],
     marathon: &Api,
-    leader: &Api,
     id: &str,
     m: usize,
     step: Duration,
@@ -427,32 +420,8 @@ async fn inject(
         "a failed task was replaced and running in {:.0} ms",
         replaced.as_secs_f64() * 1000.0
     );
-    let connected = metric(leader, "master/slaves_connected")?;
-    let Some(dying) = agents.iter_mut().find(|a| !a.fake.running().is_empty()) else {
-        bail!("no agent with tasks to stop");
-    };
-    println!("stopping hollow agent {}", dying.address);
-    let start = Instant::now();
-    if let Some(stop) = dying.stop.take() {
-        let _ = stop.send(());
-    }
-    let lost = poll(
-        "the master to see the agent gone",
-        step,
-        Duration::from_millis(5),
-        || {
-            let now = metric(leader, "master/slaves_connected")?;
-            Ok((now < connected).then(|| start.elapsed()))
-        },
-    )
-    .await?;
-    println!(
-        "the master saw the agent gone in {:.0} ms",
-        lost.as_secs_f64() * 1000.0
-    );
     Ok(format!(
-        " task_replaced_ms={:.0} agent_lost_ms={:.0}",
-        replaced.as_secs_f64() * 1000.0,
-        lost.as_secs_f64() * 1000.0
+        " task_replaced_ms={:.0}",
+        replaced.as_secs_f64() * 1000.0
     ))
 }
