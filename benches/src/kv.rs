@@ -3,8 +3,12 @@
 //! concurrent clients each writing one key after another; then the leader
 //! failover time (SIGKILL of the leader → the first write acknowledged by
 //! the new leader). `--etcd` runs the same load against a 3-member
-//! `etcd` cluster (Debian's etcd-server, through its HTTP/JSON gateway)
-//! for comparison. Set `MESETA_BIN` to a release build for real figures.
+//! `etcd` cluster (Debian's etcd-server) for comparison, through etcd's
+//! native gRPC API (`etcdserverpb.KV/Put`, one HTTP/2 connection per
+//! member shared by the clients, as etcd's own clients do; `--etcd-gateway`
+//! goes through its HTTP/JSON gateway instead, which costs etcd a JSON
+//! round and a second hop per write). Set `MESETA_BIN` to a release build
+//! for real figures.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -30,6 +34,9 @@ pub struct KvArgs {
     /// Run against etcd (binary `etcd` on PATH) instead of meseta.
     #[arg(long)]
     etcd: bool,
+    /// With --etcd: through etcd's HTTP/JSON gateway, not its gRPC API.
+    #[arg(long)]
+    etcd_gateway: bool,
     /// Skip the failover measurement.
     #[arg(long)]
     no_failover: bool,
@@ -105,6 +112,87 @@ impl Writer for Etcd {
                 if r.status().is_success() {
                     return true;
                 }
+            }
+        }
+        false
+    }
+}
+
+/// etcd's `PutRequest` (etcd's api/etcdserverpb/rpc.proto; the fields
+/// this bench sets).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdPutRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    lease: i64,
+}
+
+/// etcd's `ResponseHeader`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdResponseHeader {
+    #[prost(uint64, tag = "1")]
+    cluster_id: u64,
+    #[prost(uint64, tag = "2")]
+    member_id: u64,
+    #[prost(int64, tag = "3")]
+    revision: i64,
+    #[prost(uint64, tag = "4")]
+    raft_term: u64,
+}
+
+/// etcd's `PutResponse` (its `prev_kv` is never asked for).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdPutResponse {
+    #[prost(message, optional, tag = "1")]
+    header: Option<EtcdResponseHeader>,
+}
+
+/// etcd through its gRPC API: one channel per member, tried in turn (any
+/// member forwards a write to the leader).
+#[derive(Clone)]
+struct EtcdGrpc {
+    channels: Arc<Vec<tonic::transport::Channel>>,
+}
+
+impl EtcdGrpc {
+    fn new(endpoints: &[String]) -> Result<EtcdGrpc> {
+        let channels = endpoints
+            .iter()
+            .map(|ep| {
+                Ok(
+                    tonic::transport::Endpoint::from_shared(format!("http://{ep}"))?
+                        .tcp_nodelay(true)
+                        .connect_timeout(Duration::from_millis(500))
+                        .connect_lazy(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EtcdGrpc {
+            channels: Arc::new(channels),
+        })
+    }
+}
+
+impl Writer for EtcdGrpc {
+    async fn put(&self, key: String, value: Vec<u8>) -> bool {
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/etcdserverpb.KV/Put");
+        for channel in self.channels.iter() {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            if grpc.ready().await.is_err() {
+                continue;
+            }
+            let request = tonic::Request::new(EtcdPutRequest {
+                key: key.clone().into_bytes(),
+                value: value.clone(),
+                lease: 0,
+            });
+            let codec: tonic_prost::ProstCodec<EtcdPutRequest, EtcdPutResponse> =
+                tonic_prost::ProstCodec::default();
+            if grpc.unary(request, path.clone(), codec).await.is_ok() {
+                return true;
             }
         }
         false
@@ -250,10 +338,52 @@ fn etcd_leader(http: &reqwest::blocking::Client, clients: &[String]) -> Option<u
     None
 }
 
+/// Waits for etcd to take writes, then loads it; the figures line.
+fn etcd_load<W: Writer>(
+    runtime: &tokio::runtime::Runtime,
+    w: &W,
+    args: &KvArgs,
+    system: &str,
+) -> Result<String> {
+    let ready = Instant::now();
+    while !runtime.block_on(w.put("/bench/ready".into(), b"x".to_vec())) {
+        if ready.elapsed() > Duration::from_secs(30) {
+            bail!("etcd did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{system}: {} clients for {} s…", args.clients, args.seconds);
+    let line = runtime.block_on(load(w.clone(), args.clients, args.seconds, args.value_size));
+    Ok(format!(
+        "system={system} members={} clients={} {line}",
+        args.masters, args.clients
+    ))
+}
+
 pub fn run(args: &KvArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.etcd && !args.etcd_gateway {
+        let mut cluster = start_etcd(args.masters)?;
+        let _guard = runtime.enter();
+        let w = EtcdGrpc::new(&cluster.clients)?;
+        let mut out = etcd_load(&runtime, &w, args, "etcd-grpc")?;
+        if !args.no_failover {
+            let http = reqwest::blocking::Client::new();
+            let leader = etcd_leader(&http, &cluster.clients).context("no etcd leader found")?;
+            let mut rest = cluster.clients.clone();
+            rest.remove(leader);
+            let survivors = EtcdGrpc::new(&rest)?;
+            let children = &mut cluster.children;
+            let took = runtime.block_on(failover(&survivors, || {
+                let _ = children[leader].kill();
+            }));
+            out.push_str(&format!(" failover_ms={:.0}", took.as_secs_f64() * 1000.0));
+        }
+        println!("{out}");
+        return Ok(());
+    }
     if args.etcd {
         let mut cluster = start_etcd(args.masters)?;
         let w = Etcd {
@@ -270,7 +400,7 @@ pub fn run(args: &KvArgs) -> Result<()> {
         eprintln!("etcd: {} clients for {} s…", args.clients, args.seconds);
         let line = runtime.block_on(load(w.clone(), args.clients, args.seconds, args.value_size));
         let mut out = format!(
-            "system=etcd members={} clients={} {line}",
+            "system=etcd-gateway members={} clients={} {line}",
             args.masters, args.clients
         );
         if !args.no_failover {

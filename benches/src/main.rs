@@ -12,15 +12,23 @@
 //!   HTTP API (JSON and protobuf), side by side.
 //! - `dns`: DNS answers/s and p99 against 1,000 apps, and how soon a
 //!   record follows a moved task.
+//! - `failover`: master leader SIGKILL → first acknowledged write, p50
+//!   over many kills.
+//! - `rss`: resident memory of each role, idle after start.
+//! - `hollow`: thousands of hollow agents in this process against real
+//!   masters and a Marathon scheduler; placements/s and time to RUNNING.
 
 mod allocator;
 mod api;
 mod containers;
 mod deploy;
 mod dns;
+mod failover;
+mod hollow;
 mod kv;
 mod launch;
 mod recover;
+mod rss;
 
 use clap::{Parser, Subcommand};
 
@@ -49,6 +57,13 @@ enum Command {
     Api(api::ApiArgs),
     /// DNS queries/s and p99 against 1,000 apps; record-follow latency.
     Dns(dns::DnsArgs),
+    /// Hollow agents (real agents over a fake containerizer) in one
+    /// process: placements/s and time to all RUNNING of one big app.
+    Hollow(hollow::HollowArgs),
+    /// Resident memory of master, agent and scheduler, idle after start.
+    Rss(rss::RssArgs),
+    /// Leader kill → first acknowledged KV write, over many runs.
+    Failover(failover::FailoverArgs),
 }
 
 fn main() {
@@ -62,6 +77,9 @@ fn main() {
         Command::Api(args) => api::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Dns(args) => dns::run(args),
+        Command::Hollow(args) => hollow::run(args),
+        Command::Rss(args) => rss::run(args),
+        Command::Failover(args) => failover::run(args),
     };
     if let Err(e) = result {
         eprintln!("meseta-bench: {e:#}");

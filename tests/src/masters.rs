@@ -534,6 +534,19 @@ impl Masters {
         r
     }
 
+    /// (name, pid) of every master, agent and scheduler process running
+    /// (`master <index>`, `agent`, `scheduler <address>`); for
+    /// benches that read their memory.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.masters
+            .iter()
+            .flatten()
+            .chain(self.agents.iter().filter_map(|a| a.proc.as_ref()))
+            .chain(self.others.iter())
+            .map(|p| (p.name.clone(), p.child.id()))
+            .collect()
+    }
+
     /// Kill this pid when the cluster is dropped (a task process).
     pub fn track_task_pid(&mut self, pid: i32) {
         self.task_pids.push(pid);

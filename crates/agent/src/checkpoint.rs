@@ -22,13 +22,18 @@
 //! container's init writes itself (its pid, the command's exit status) is in
 //! the container's run directory, see [`crate::containerizer`].
 //!
+//! A hollow agent (`meseta-bench hollow`: thousands of agents in one
+//! process) keeps the same trees in memory ([`Checkpoint::in_memory`]):
+//! the same code paths run, minus a sled database and its disk per agent.
+//!
 //! Values are protobuf (`proto/meseta/v1/agent.proto` and `master.proto`). A
 //! record that no longer decodes is logged and skipped, so a damaged entry
 //! costs that task, not the agent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use meseta_proto::v1 as pb;
 use prost::Message;
@@ -65,13 +70,76 @@ pub(crate) struct Recovered {
     pub tasks: Vec<RecoveredTask>,
 }
 
+/// One tree of the checkpoint: sled's, or a map in memory (hollow agents).
+enum Tree {
+    Sled(sled::Tree),
+    Memory(Mutex<BTreeMap<Vec<u8>, Vec<u8>>>),
+}
+
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl Tree {
+    fn memory() -> Tree {
+        Tree::Memory(Mutex::new(BTreeMap::new()))
+    }
+
+    fn map(
+        m: &Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, key: impl AsRef<[u8]>, value: impl Into<Vec<u8>>) -> Result<(), sled::Error> {
+        match self {
+            Tree::Sled(t) => t.insert(key.as_ref(), value.into()).map(|_| ()),
+            Tree::Memory(m) => {
+                Self::map(m).insert(key.as_ref().to_vec(), value.into());
+                Ok(())
+            }
+        }
+    }
+
+    fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), sled::Error> {
+        match self {
+            Tree::Sled(t) => t.remove(key.as_ref()).map(|_| ()),
+            Tree::Memory(m) => {
+                Self::map(m).remove(key.as_ref());
+                Ok(())
+            }
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, sled::Error> {
+        match self {
+            Tree::Sled(t) => Ok(t.get(key)?.map(|v| v.to_vec())),
+            Tree::Memory(m) => Ok(Self::map(m).get(key).cloned()),
+        }
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Entries, sled::Error> {
+        match self {
+            Tree::Sled(t) => t
+                .scan_prefix(prefix)
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect(),
+            Tree::Memory(m) => Ok(Self::map(m)
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()),
+        }
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct Checkpoint {
-    db: sled::Db,
-    meta: sled::Tree,
-    frameworks: sled::Tree,
-    tasks: sled::Tree,
-    updates: sled::Tree,
+    /// None: in memory.
+    db: Option<sled::Db>,
+    meta: Tree,
+    frameworks: Tree,
+    tasks: Tree,
+    updates: Tree,
     /// Flush requests made so far (each one's writes precede it).
     flush_requests: AtomicU64,
     /// Held by the one flush in progress; holds the last request number a
@@ -130,16 +198,31 @@ impl Checkpoint {
             source,
         };
         let db = config.open().map_err(open_error)?;
-        let tree = |name: &str| db.open_tree(name).map_err(open_error);
+        let tree = |name: &str| db.open_tree(name).map(Tree::Sled).map_err(open_error);
         Ok(Checkpoint {
             meta: tree("meta")?,
             frameworks: tree("frameworks")?,
             tasks: tree("tasks")?,
             updates: tree("updates")?,
-            db,
+            db: Some(db),
             flush_requests: AtomicU64::new(0),
             flushed: tokio::sync::Mutex::new(0),
         })
+    }
+
+    /// A checkpoint that lives in memory only: nothing survives the
+    /// process. For hollow agents, which stand in for many hosts in one
+    /// load-test process.
+    pub fn in_memory() -> Checkpoint {
+        Checkpoint {
+            db: None,
+            meta: Tree::memory(),
+            frameworks: Tree::memory(),
+            tasks: Tree::memory(),
+            updates: Tree::memory(),
+            flush_requests: AtomicU64::new(0),
+            flushed: tokio::sync::Mutex::new(0),
+        }
     }
 
     fn store(op: &'static str) -> impl FnOnce(sled::Error) -> CheckpointError {
@@ -155,7 +238,10 @@ impl Checkpoint {
             return Ok(());
         }
         let covers = self.flush_requests.load(Ordering::SeqCst);
-        let db = self.db.clone();
+        let Some(db) = self.db.clone() else {
+            *flushed = covers;
+            return Ok(());
+        };
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| CheckpointError::FlushAborted(e.to_string()))?
@@ -208,13 +294,11 @@ impl Checkpoint {
         self.tasks
             .remove(task_id.as_bytes())
             .map_err(Self::store("remove a task"))?;
-        let keys: Vec<sled::IVec> = self
+        let keys = self
             .updates
-            .scan_prefix(update_prefix(task_id))
-            .keys()
-            .collect::<Result<_, _>>()
+            .scan_prefix(&update_prefix(task_id))
             .map_err(Self::store("list updates"))?;
-        for key in keys {
+        for (key, _) in keys {
             self.updates
                 .remove(key)
                 .map_err(Self::store("remove an update"))?;
@@ -248,12 +332,15 @@ impl Checkpoint {
                 .meta
                 .get(AGENT_ID)
                 .map_err(Self::store("read the agent id"))?
-                .and_then(|v| String::from_utf8(v.to_vec()).ok())
+                .and_then(|v| String::from_utf8(v).ok())
                 .filter(|s| !s.is_empty()),
             ..Recovered::default()
         };
-        for entry in self.frameworks.iter() {
-            let (key, value) = entry.map_err(Self::store("read frameworks"))?;
+        for (key, value) in self
+            .frameworks
+            .scan_prefix(&[])
+            .map_err(Self::store("read frameworks"))?
+        {
             match pb::FrameworkInfo::decode(value.as_ref()) {
                 Ok(info) => {
                     let id = String::from_utf8_lossy(&key).into_owned();
@@ -265,8 +352,11 @@ impl Checkpoint {
             }
         }
         let mut updates: HashMap<String, Vec<(u64, pb::TaskStatus)>> = HashMap::new();
-        for entry in self.updates.iter() {
-            let (key, value) = entry.map_err(Self::store("read updates"))?;
+        for (key, value) in self
+            .updates
+            .scan_prefix(&[])
+            .map_err(Self::store("read updates"))?
+        {
             let decoded = split_update_key(&key).zip(pb::TaskStatus::decode(value.as_ref()).ok());
             match decoded {
                 Some(((task_id, seq), status)) => {
@@ -275,8 +365,11 @@ impl Checkpoint {
                 None => tracing::error!("skipping a damaged status update checkpoint"),
             }
         }
-        for entry in self.tasks.iter() {
-            let (key, value) = entry.map_err(Self::store("read tasks"))?;
+        for (key, value) in self
+            .tasks
+            .scan_prefix(&[])
+            .map_err(Self::store("read tasks"))?
+        {
             let task_id = String::from_utf8_lossy(&key).into_owned();
             match pb::TaskCheckpoint::decode(value.as_ref()) {
                 Ok(checkpoint) => {
@@ -339,7 +432,16 @@ mod tests {
 
     #[tokio::test]
     async fn what_is_written_is_loaded_and_removal_takes_the_updates() {
-        let c = Checkpoint::temporary();
+        round_trip(Checkpoint::temporary()).await;
+    }
+
+    /// The hollow agents' store keeps the same contract as sled's.
+    #[tokio::test]
+    async fn the_in_memory_checkpoint_loads_what_was_written_too() {
+        round_trip(Checkpoint::in_memory()).await;
+    }
+
+    async fn round_trip(c: Checkpoint) {
         c.set_agent_id("agent-1").expect("write");
         c.put_framework(&pb::FrameworkInfo {
             id: Some(pb::FrameworkId { value: "f1".into() }),
@@ -398,7 +500,7 @@ mod tests {
             .expect("every flush finished");
         drop(c);
         let reopened = Checkpoint::open(dir.path()).expect("reopens");
-        let updates = reopened.updates.len();
+        let updates = reopened.updates.scan_prefix(&[]).expect("list").len();
         assert_eq!(updates, 200);
     }
 

@@ -273,7 +273,8 @@ async fn docker_daemon(config: &AgentConfig) -> Result<Option<bollard::Docker>, 
 
 /// An agent bound to its HTTP port, its tasks recovered, ready to run.
 pub struct BoundAgent {
-    listener: TcpListener,
+    /// None for a hollow agent (no HTTP endpoint).
+    listener: Option<TcpListener>,
     agent: Arc<Agent>,
 }
 
@@ -281,7 +282,28 @@ impl BoundAgent {
     /// Opens the checkpoint, detects resources, picks the containerizer,
     /// binds the HTTP port and recovers the tasks of an earlier run (see
     /// [`RecoverMode`]) before anything registers with a master.
-    pub async fn bind(mut config: AgentConfig) -> Result<BoundAgent, AgentError> {
+    pub async fn bind(config: AgentConfig) -> Result<BoundAgent, AgentError> {
+        Self::bind_with(config, None).await
+    }
+
+    /// A hollow agent, for load tests that stand many hosts up in one
+    /// process (`meseta-bench hollow`): the real agent (registration,
+    /// heartbeats, launch and kill handling, status updates with their
+    /// acknowledgements) over `fake` instead of a host's processes, with
+    /// its checkpoint in memory, no Docker and no HTTP endpoint (it
+    /// advertises `listen` as its address). `fake` stays the caller's
+    /// handle to the tasks: it can end any of them.
+    pub async fn bind_hollow(
+        config: AgentConfig,
+        fake: containerizer::FakeContainerizer,
+    ) -> Result<BoundAgent, AgentError> {
+        Self::bind_with(config, Some(fake)).await
+    }
+
+    async fn bind_with(
+        mut config: AgentConfig,
+        hollow: Option<containerizer::FakeContainerizer>,
+    ) -> Result<BoundAgent, AgentError> {
         if config.masters.is_empty() {
             return Err(AgentError::Config(
                 "--masters must name at least one master".into(),
@@ -295,9 +317,10 @@ impl BoundAgent {
             std::path::absolute(&config.work_dir).map_err(work_dir_error(&config.work_dir))?;
         let runs = config.work_dir.join("meta").join("runs");
         std::fs::create_dir_all(&runs).map_err(work_dir_error(&runs))?;
-        let checkpoint = Arc::new(Checkpoint::open(
-            &config.work_dir.join("meta").join("checkpoint"),
-        )?);
+        let checkpoint = Arc::new(match hollow {
+            Some(_) => Checkpoint::in_memory(),
+            None => Checkpoint::open(&config.work_dir.join("meta").join("checkpoint"))?,
+        });
         let recovered = checkpoint.load()?;
         let total = resources::detect(&config.work_dir, config.resources.as_deref())?;
         let attributes = match &config.attributes {
@@ -313,16 +336,22 @@ impl BoundAgent {
             config.cgroups_root.trim_matches('/'),
             agent_cgroup(&config.work_dir)
         );
-        let native = containerizer::detect_with_config(
-            config.isolation.as_deref(),
-            LinuxConfig {
-                cgroups_root: cgroups_root.clone(),
-                cfs_quota: config.cgroups_enable_cfs,
-                pids_max: config.cgroups_max_pids,
-                ..LinuxConfig::default()
-            },
-        )?;
-        let docker = docker_daemon(&config).await?;
+        let is_hollow = hollow.is_some();
+        let (native, docker): (Arc<dyn Containerizer>, _) = match hollow {
+            Some(fake) => (Arc::new(fake), None),
+            None => (
+                containerizer::detect_with_config(
+                    config.isolation.as_deref(),
+                    LinuxConfig {
+                        cgroups_root: cgroups_root.clone(),
+                        cfs_quota: config.cgroups_enable_cfs,
+                        pids_max: config.cgroups_max_pids,
+                        ..LinuxConfig::default()
+                    },
+                )?,
+                docker_daemon(&config).await?,
+            ),
+        };
         let mut containerizer_names = vec!["mesos"];
         let docker_containerizer = docker.clone().map(|d| {
             containerizer_names.push("docker");
@@ -340,17 +369,25 @@ impl BoundAgent {
             cache_dir: config.work_dir.join("cache").join("fetcher"),
             cache_limit_bytes: config.fetcher_cache_size,
         })?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    addr: config.listen.to_string(),
-                    source,
-                })?;
-        let local = listener.local_addr().map_err(|source| AgentError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+        // A hollow agent serves no HTTP: ten thousand of them in one
+        // process would need ten thousand more file descriptors than a
+        // process may have here. It advertises its --listen address.
+        let (listener, local) = if is_hollow {
+            (None, config.listen)
+        } else {
+            let listener =
+                TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|source| AgentError::Bind {
+                        addr: config.listen.to_string(),
+                        source,
+                    })?;
+            let local = listener.local_addr().map_err(|source| AgentError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+            (Some(listener), local)
+        };
         let hostname = config.hostname.clone().unwrap_or_else(resources::hostname);
         let address = config
             .advertise
@@ -421,17 +458,26 @@ impl BoundAgent {
         let stop = async move {
             let _ = mode_tx.send(shutdown.await);
         };
-        let http_metrics = meseta_metrics::HttpMetrics::default();
-        let registry = Arc::new(prometheus::registry(&agent, &http_metrics));
-        let router = http::router(agent.clone())
-            .merge(meseta_metrics::routes(registry))
-            .layer(axum::middleware::from_fn_with_state(
-                http_metrics,
-                meseta_metrics::track_http,
-            ));
-        let result = meseta_proto::serve::serve(self.listener, router, stop)
-            .await
-            .map_err(|source| AgentError::Serve { addr, source });
+        let result = match self.listener {
+            Some(listener) => {
+                let http_metrics = meseta_metrics::HttpMetrics::default();
+                let registry = Arc::new(prometheus::registry(&agent, &http_metrics));
+                let router = http::router(agent.clone())
+                    .merge(meseta_metrics::routes(registry))
+                    .layer(axum::middleware::from_fn_with_state(
+                        http_metrics,
+                        meseta_metrics::track_http,
+                    ));
+                meseta_proto::serve::serve(listener, router, stop)
+                    .await
+                    .map_err(|source| AgentError::Serve { addr, source })
+            }
+            // A hollow agent (benches) serves no HTTP.
+            None => {
+                stop.await;
+                Ok(())
+            }
+        };
         let mode = mode_rx.await.unwrap_or(StopMode::KeepTasks);
         if mode == StopMode::KillTasks {
             // While the master link still runs, so the last updates go out.

@@ -124,7 +124,9 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
         Ok(c) => c,
         Err(e) => return SessionEnd::Failed(e.to_string()),
     };
-    let mut client = AgentServiceClient::new(channel);
+    let mut client = AgentServiceClient::new(channel)
+        .max_decoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(meseta_proto::MAX_MESSAGE_BYTES);
     let (tx, rx) = unbounded_channel();
     let register = pb::agent_message::Register {
         agent_info: Some(agent.info()),

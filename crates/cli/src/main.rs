@@ -279,6 +279,14 @@ fn main() {
     }
     // Before any thread exists: NOTIFY_SOCKET is read and removed here.
     notify::take_socket_from_env();
+    // glibc gives every thread that allocates its own malloc arena (up to
+    // 8 per core), each keeping freed memory: two are plenty for a role
+    // whose work is IO, and keep an idle role's memory small
+    // (docs/architecture.md, "Scale and performance").
+    // SAFETY: mallopt only sets an allocator tunable; no thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let env = |name: &str| std::env::var(name).ok();
     let sources = config::Sources {
         env: &env,

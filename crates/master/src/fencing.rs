@@ -19,16 +19,18 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::Master;
+use crate::{Master, ELECTION_TICKS, RAFT_TICK_MS};
 
 /// How often the leader renews its lease.
 pub(crate) const RENEW_EVERY: Duration = Duration::from_millis(100);
 
-/// How long a confirmation holds. The shortest election timeout is 5
-/// ticks of 100 ms; a follower's first tick after a heartbeat may come at
-/// once, so it cannot vote for 4 ticks (400 ms); 50 ms are kept back for
+/// How long a confirmation holds. The shortest election timeout is
+/// [`ELECTION_TICKS`] ticks of [`RAFT_TICK_MS`]; a follower's first tick
+/// after a heartbeat may come at once, so it cannot vote for one tick less
+/// than that (350 ms with 8 ticks of 50 ms); 50 ms more are kept back for
 /// scheduling delays.
-pub(crate) const LEASE: Duration = Duration::from_millis(350);
+pub(crate) const LEASE: Duration =
+    Duration::from_millis(RAFT_TICK_MS * (ELECTION_TICKS as u64 - 1) - 50);
 
 /// When the leader's lease runs out (`None`: not held).
 #[derive(Debug, Default)]

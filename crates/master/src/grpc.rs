@@ -21,11 +21,20 @@ use crate::Master;
 
 /// Every gRPC service of the master, as one axum router.
 pub(crate) fn routes(master: Arc<Master>) -> axum::Router {
-    tonic::service::Routes::new(AgentServiceServer::new(AgentApi(master.clone())))
-        .add_service(SchedulerServer::new(FrameworkApi(master.clone())))
-        .add_service(crate::kv::service(master.clone()))
-        .add_service(master.raft.raft_service())
-        .into_axum_router()
+    let max = meseta_proto::MAX_MESSAGE_BYTES;
+    tonic::service::Routes::new(
+        AgentServiceServer::new(AgentApi(master.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    )
+    .add_service(
+        SchedulerServer::new(FrameworkApi(master.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max),
+    )
+    .add_service(crate::kv::service(master.clone()))
+    .add_service(master.raft.raft_service())
+    .into_axum_router()
 }
 
 struct AgentApi(Arc<Master>);

@@ -48,6 +48,8 @@ pub(crate) fn now_ms() -> u64 {
 /// The tonic service the master mounts beside its others.
 pub(crate) fn service(master: Arc<Master>) -> KvServer<KvApi> {
     KvServer::new(KvApi(master))
+        .max_decoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
 }
 
 fn kv_status(e: &KvError) -> Status {

@@ -12,6 +12,11 @@ pub mod serve;
 /// gRPC metadata key in which a follower master names the leader.
 pub const LEADER_METADATA: &str = "meseta-leader";
 
+/// Largest gRPC message any meseta client or server takes or sends
+/// (tonic's default of 4 MB is below what a scheduler's KV state, an OFFERS
+/// event or an ACCEPT holds at ten thousand agents and tasks).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
 /// `status` with the leader's `host:port` added in [`LEADER_METADATA`].
 pub fn with_leader_hint(mut status: tonic::Status, leader: Option<&str>) -> tonic::Status {
     if let Some(value) = leader.and_then(|l| l.parse().ok()) {

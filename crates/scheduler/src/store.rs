@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use meseta_sdk::{KvClient, KvClientError};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,10 @@ use crate::engine::{
     ActionKind, Deployment, DeploymentAction, Durable, Engine, GroupMeta, GroupSnapshot, StoredTask,
 };
 use crate::model::{marathon_timestamp, AppDefinition, PathId};
+
+/// Most KV writes one [`StoreGuard::sync`] keeps in flight (the
+/// KV bench's best throughput is at a few hundred concurrent writers).
+const SYNC_IN_FLIGHT: usize = 256;
 
 /// Why the scheduler could not read or write its state.
 #[derive(Debug, thiserror::Error)]
@@ -217,16 +222,25 @@ impl StoreGuard<'_> {
             return Err(StoreError::Fenced);
         }
         let kv = self.kv;
-        let put_results = futures::future::join_all(puts.into_iter().map(|(k, v)| async move {
-            let r = kv.put(&k, v.clone(), 0).await;
-            (k, v, r)
-        }))
-        .await;
-        let delete_results = futures::future::join_all(deletes.into_iter().map(|k| async move {
-            let r = kv.delete(&k).await;
-            (k, r)
-        }))
-        .await;
+        // At most SYNC_IN_FLIGHT writes at once: ten thousand new tasks
+        // sent all together queued the leader lease's keep-alive behind
+        // them long enough to lose the lease.
+        let put_results: Vec<_> =
+            futures::stream::iter(puts.into_iter().map(|(k, v)| async move {
+                let r = kv.put(&k, v.clone(), 0).await;
+                (k, v, r)
+            }))
+            .buffer_unordered(SYNC_IN_FLIGHT)
+            .collect()
+            .await;
+        let delete_results: Vec<_> =
+            futures::stream::iter(deletes.into_iter().map(|k| async move {
+                let r = kv.delete(&k).await;
+                (k, r)
+            }))
+            .buffer_unordered(SYNC_IN_FLIGHT)
+            .collect()
+            .await;
         let mut first_error = None;
         for (k, v, r) in put_results {
             match r {

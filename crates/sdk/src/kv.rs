@@ -73,6 +73,12 @@ pub struct KvClient {
     attempt_timeout: Duration,
 }
 
+/// Longest wait between two attempts while no leader answers. Short: an
+/// attempt at a follower costs it one refusal, and while a new leader is
+/// being elected every millisecond of sleep past the election is failover
+/// time the caller sees.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
 /// A refusal that proves the call was not proposed.
 fn not_leader(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable
@@ -100,7 +106,9 @@ async fn connect(target: &str) -> Result<GrpcKv<Channel>, String> {
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    Ok(GrpcKv::new(channel))
+    Ok(GrpcKv::new(channel)
+        .max_decoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(meseta_proto::MAX_MESSAGE_BYTES))
 }
 
 impl KvClient {
@@ -193,7 +201,7 @@ impl KvClient {
                         Err(e) => {
                             last = format!("{m}: {e}");
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_millis(300));
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
                             continue;
                         }
                     }
@@ -213,7 +221,7 @@ impl KvClient {
                         Some(l) => hint = Some(l),
                         None => {
                             tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_millis(300));
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
                         }
                     }
                 }

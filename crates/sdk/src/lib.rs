@@ -122,7 +122,9 @@ async fn connect(target: &str) -> Result<GrpcClient<Channel>, String> {
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    Ok(GrpcClient::new(channel))
+    Ok(GrpcClient::new(channel)
+        .max_decoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(meseta_proto::MAX_MESSAGE_BYTES))
 }
 
 async fn subscription_loop(

@@ -81,6 +81,11 @@ impl FakeContainerizer {
         self.state().launches.clone()
     }
 
+    /// How many launches were received (cheaper than [`Self::launches`]).
+    pub fn launch_count(&self) -> usize {
+        self.state().launches.len()
+    }
+
     /// Every kill received: (container id, grace).
     pub fn kills(&self) -> Vec<(String, Duration)> {
         self.state().kills.clone()

@@ -159,7 +159,9 @@ impl Allocator {
             if uniform && !allocatable(&agent.available) {
                 return;
             }
-            let mut chosen: Option<(u32, u32, Resources)> = None;
+            // Some(resources): a role was offered part of what is left;
+            // None: (uniform) the whole of it, moved out below.
+            let mut chosen: Option<(u32, u32, Option<Resources>)> = None;
             'roles: for r in self.role_sorter.iter() {
                 if served.contains(&r) {
                     continue;
@@ -188,16 +190,54 @@ impl Allocator {
                             continue;
                         }
                     }
-                    chosen = Some((r, f, offerable.into_owned()));
+                    let part = match offerable {
+                        Cow::Borrowed(_) => None,
+                        Cow::Owned(r) => Some(r),
+                    };
+                    chosen = Some((r, f, part));
                     break 'roles;
                 }
             }
-            let Some((r, f, resources)) = chosen else {
+            let Some((r, f, part)) = chosen else {
                 return;
             };
-            served.push(r);
-            self.make_allocation(a, f, resources, spare.as_deref_mut(), out);
+            match part {
+                Some(resources) => {
+                    served.push(r);
+                    self.make_allocation(a, f, resources, spare.as_deref_mut(), out);
+                }
+                // Everything the agent has left goes: no copy, no
+                // subtraction, and no other role can be served after.
+                None => return self.allocate_whole(a, f, out),
+            }
         }
+    }
+
+    /// [`Self::make_allocation`] of all of agent `a`'s available resources
+    /// (no headroom held back): they are moved into the offer rather than
+    /// copied and subtracted, the common case at scale.
+    fn allocate_whole(&mut self, a: u32, f: u32, out: &mut Vec<Allocation>) {
+        let Some(agent) = self.agents[a as usize].as_mut() else {
+            return;
+        };
+        let resources = std::mem::take(&mut agent.available);
+        agent.available_reserved = false;
+        if let Err(e) = agent.allocated.add_all(&resources) {
+            tracing::error!(agent = %agent.id, error = %e, "allocation clashes with the agent's resources; not offered");
+            agent.available = resources;
+            agent.available_reserved = agent.available.has_reserved();
+            return;
+        }
+        let q = self.quantities(&resources);
+        if let Some(fw) = self.frameworks[f as usize].as_mut() {
+            fw.allocations += 1;
+        }
+        self.charge(f, a, &q);
+        out.push(Allocation {
+            framework: FrameworkIdx(f),
+            agent: AgentIdx(a),
+            resources,
+        });
     }
 
     fn make_allocation(

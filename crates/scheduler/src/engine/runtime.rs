@@ -359,9 +359,29 @@ impl Engine {
 
     /// Offers: pack as many queued tasks as fit; decline the rest. Each
     /// waiting app records what it found lacking (`/v2/queue`).
+    ///
+    /// What each app needs (a walk over its tasks) and the queue length are
+    /// worked out once per OFFERS event and counted down as tasks launch,
+    /// not again for every offer: at ten thousand agents an event holds ten
+    /// thousand offers.
     pub fn offers(&mut self, offers: Vec<pb::Offer>) -> Vec<Action> {
         let mut actions = Vec::new();
         let now = Instant::now();
+        let mut queued = self.queue_len();
+        let app_ids: Vec<String> = self.state.apps.keys().cloned().collect();
+        let mut wanting: Vec<(String, usize, AppDefinition)> = Vec::new();
+        for app_id in app_ids {
+            if !self.launchable(&app_id, now) {
+                continue;
+            }
+            let want = self.needs(&app_id).launch;
+            if want == 0 {
+                continue;
+            }
+            if let Some(app) = self.effective(&app_id).cloned() {
+                wanting.push((app_id, want, app));
+            }
+        }
         for offer in offers {
             let offer_id = offer
                 .id
@@ -375,46 +395,46 @@ impl Engine {
                 .unwrap_or_default();
             let mut available = Resources::from_proto(&offer.resources).unwrap_or_default();
             let mut launched = Vec::new();
-            let app_ids: Vec<String> = self.state.apps.keys().cloned().collect();
-            for app_id in app_ids {
-                if !self.launchable(&app_id, now) {
+            for (app_id, want, app) in wanting.iter_mut() {
+                let (app_id, app) = (&*app_id, &*app);
+                if *want == 0 {
                     continue;
                 }
-                let mut want = self.needs(&app_id).launch;
                 let mut used = false;
-                let Some(app) = self.effective(&app_id).cloned() else {
-                    continue;
+                // Where the app runs already: only constraints look at it.
+                let mut placed: Placements = if app.constraints.is_empty() {
+                    Vec::new()
+                } else {
+                    self.app_tasks(app_id)
+                        .iter()
+                        .filter(|t| t.active())
+                        .map(|t| (t.host.clone(), t.attributes.clone()))
+                        .collect()
                 };
-                let mut placed: Placements = self
-                    .app_tasks(&app_id)
-                    .iter()
-                    .filter(|t| t.active())
-                    .map(|t| (t.host.clone(), t.attributes.clone()))
-                    .collect();
-                while want > 0 {
-                    let f = if constraints_allow(&app, &offer, &placed) {
-                        fit(&app, &available, &self.role)
+                while *want > 0 {
+                    let f = if constraints_allow(app, &offer, &placed) {
+                        fit(app, &available, &self.role)
                     } else {
                         None
                     };
                     let Some(f) = f else {
                         if !used {
-                            let reasons = mismatch(&app, &offer, &available, &placed, &self.role);
-                            if let Some(s) = self.stats.get_mut(&app_id) {
+                            let reasons = mismatch(app, &offer, &available, &placed, &self.role);
+                            if let Some(s) = self.stats.get_mut(app_id) {
                                 s.unused(&offer, reasons, now_millis());
                             }
                         }
                         break;
                     };
                     let task_id = format!("{}.{}", app.id.safe_task_prefix(), uuid::Uuid::new_v4());
-                    let info = task_info(&app, &task_id, &offer, &f);
+                    let info = task_info(app, &task_id, &offer, &f);
                     available = available.saturating_minus(&f.resources);
                     let now_ts = now_millis();
                     let task = MarathonTask {
                         id: task_id.clone(),
-                        app_id: app_id.clone(),
+                        app_id: app_id.to_string(),
                         version: app.version.unwrap_or(now_ts),
-                        config_version: config_version(&app),
+                        config_version: config_version(app),
                         agent_id: agent.clone(),
                         host: offer.hostname.clone(),
                         attributes: offer
@@ -437,19 +457,21 @@ impl Engine {
                         unreachable_since: None,
                     };
                     tracing::debug!(task = %task_id, app = %app_id, host = %offer.hostname, "launching task");
-                    placed.push((task.host.clone(), task.attributes.clone()));
+                    if !app.constraints.is_empty() {
+                        placed.push((task.host.clone(), task.attributes.clone()));
+                    }
                     self.add_task(task);
                     launched.push(info);
                     if !used {
                         used = true;
-                        if let Some(s) = self.stats.get_mut(&app_id) {
+                        if let Some(s) = self.stats.get_mut(app_id) {
                             s.used(&agent, now_millis());
                         }
                     }
-                    want -= 1;
+                    *want -= 1;
+                    queued = queued.saturating_sub(1);
                 }
             }
-            let queued = self.queue_len();
             if launched.is_empty() {
                 actions.push(Action::Decline {
                     offer_id,
