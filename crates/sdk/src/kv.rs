@@ -57,6 +57,12 @@ impl KvClientError {
     }
 }
 
+/// How long one keep-alive attempt may take before the next master is
+/// tried. Far below a lease's TTL: a connection to a leader that vanished
+/// without a reset (a killed container, a cut host) hangs until HTTP/2's
+/// keep-alive notices, which would outlast the lease it is keeping.
+const KEEP_ALIVE_ATTEMPT: Duration = Duration::from_millis(1500);
+
 /// The master calls go to, and a connection to it.
 type Leader = (String, GrpcKv<Channel>);
 
@@ -163,6 +169,22 @@ impl KvClient {
         F: Fn(GrpcKv<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.call_within(op, idempotent, self.attempt_timeout, f)
+            .await
+    }
+
+    /// [`Self::call`] with its own limit on one attempt.
+    async fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        idempotent: bool,
+        attempt_timeout: Duration,
+        f: F,
+    ) -> Result<T, KvClientError>
+    where
+        F: Fn(GrpcKv<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let started = Instant::now();
         let mut hint: Option<String> = None;
         let mut last = String::from("no master tried");
@@ -207,7 +229,7 @@ impl KvClient {
                     }
                 }
             };
-            let outcome = tokio::time::timeout(self.attempt_timeout, f(client.clone())).await;
+            let outcome = tokio::time::timeout(attempt_timeout, f(client.clone())).await;
             match outcome {
                 Ok(Ok(resp)) => {
                     *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -254,7 +276,7 @@ impl KvClient {
                     self.forget(&target);
                     let status = tonic::Status::deadline_exceeded(format!(
                         "{target} did not answer within {:?}",
-                        self.attempt_timeout
+                        attempt_timeout
                     ));
                     if !idempotent {
                         return Err(KvClientError::Indeterminate { op, status });
@@ -384,9 +406,12 @@ impl KvClient {
     pub async fn lease_keep_alive(&self, lease: u64) -> Result<bool, KvClientError> {
         let req = pb::LeaseKeepAliveRequest { lease };
         let resp = self
-            .call("lease keep-alive", true, |mut c| async move {
-                c.lease_keep_alive(req).await
-            })
+            .call_within(
+                "lease keep-alive",
+                true,
+                KEEP_ALIVE_ATTEMPT,
+                |mut c| async move { c.lease_keep_alive(req).await },
+            )
             .await?;
         Ok(resp.found)
     }
