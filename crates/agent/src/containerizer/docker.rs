@@ -208,11 +208,14 @@ impl DockerContainerizer {
             let mut filters = HashMap::new();
             filters.insert("container".to_string(), vec![name.clone()]);
             filters.insert("event".to_string(), vec!["oom".to_string()]);
-            let mut ooms = docker.events(Some(EventsOptions {
-                filters: Some(filters),
-                since: Some(since.to_string()),
-                ..Default::default()
-            }));
+            let subscribe = || {
+                docker.events(Some(EventsOptions {
+                    filters: Some(filters.clone()),
+                    since: Some(since.to_string()),
+                    ..Default::default()
+                }))
+            };
+            let mut ooms = Box::pin(subscribe());
             let mut oom = false;
             loop {
                 tokio::select! {
@@ -227,8 +230,14 @@ impl DockerContainerizer {
                                 .kill_container(&name, Some(KillContainerOptions { signal: "SIGKILL".into() }))
                                 .await;
                         }
-                        // The event stream failed: the exit still comes.
-                        _ => oom = true,
+                        // The event stream broke (a busy daemon): open it
+                        // again from the container's start, so an OOM in
+                        // between is replayed rather than missed.
+                        other => {
+                            tracing::debug!(container_id = %container.id, error = ?other.map(|e| e.err()), "docker event stream ended; resubscribing");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            ooms = Box::pin(subscribe());
+                        }
                     },
                 }
             }
