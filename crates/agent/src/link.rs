@@ -116,11 +116,8 @@ async fn session(agent: &Arc<Agent>, target: &str) -> SessionEnd {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            // A leader that vanished without a reset is noticed in ~6 s
-            // (not 30), so the agent re-registers with the new one before
-            // its tasks' updates and its offers wait on it.
-            .http2_keep_alive_interval(Duration::from_secs(3))
-            .keep_alive_timeout(Duration::from_secs(3)),
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20)),
         Err(e) => return SessionEnd::Failed(e.to_string()),
     };
     let channel = match endpoint.connect().await {

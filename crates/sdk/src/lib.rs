@@ -119,11 +119,8 @@ async fn connect(target: &str) -> Result<GrpcClient<Channel>, String> {
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        // A master that vanished without a reset (a killed container, a cut
-        // host) is noticed within ~6 s, not 30: the framework then follows
-        // the new leader before its offers and kills wait for it.
-        .http2_keep_alive_interval(Duration::from_secs(3))
-        .keep_alive_timeout(Duration::from_secs(3));
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     Ok(GrpcClient::new(channel)
         .max_decoding_message_size(meseta_proto::MAX_MESSAGE_BYTES)
