@@ -217,124 +217,44 @@ async fn execute(shared: &Shared, actions: Vec<Action>) {
         }
     }));
     let rest = async {
-        for reply in coalesce_offer_replies(actions) {
-            match reply {
-                Reply::Offers { accepts, declines } => {
-                    reply_offers(client, &accepts, &declines).await
+        for action in actions {
+            let result = match &action {
+                Action::Accept {
+                    offer_id,
+                    tasks,
+                    refuse_seconds,
+                } => {
+                    client
+                        .accept(
+                            std::slice::from_ref(offer_id),
+                            tasks.clone(),
+                            *refuse_seconds,
+                        )
+                        .await
                 }
-                Reply::One(action) => {
-                    if let Err(e) = call_one(client, &action).await {
-                        tracing::debug!(error = %e, ?action, "call to the master failed");
-                    }
+                Action::Decline {
+                    offer_id,
+                    refuse_seconds,
+                } => {
+                    client
+                        .decline(std::slice::from_ref(offer_id), *refuse_seconds)
+                        .await
                 }
+                Action::Kill {
+                    task_id,
+                    agent_id,
+                    grace_seconds,
+                } => client.kill(task_id, Some(agent_id), *grace_seconds).await,
+                Action::Revive => client.revive().await,
+                Action::Suppress => client.suppress().await,
+                Action::Acknowledge(status) => client.acknowledge(status).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, ?action, "call to the master failed");
             }
         }
     };
     futures::future::join(acks, rest).await;
-}
-
-/// What [`execute`] sends: a run of offer replies at once, or one call.
-enum Reply {
-    Offers {
-        accepts: Vec<Action>,
-        /// Offer ids per `refuse_seconds`, in order of first use.
-        declines: Vec<(f64, Vec<String>)>,
-    },
-    One(Action),
-}
-
-/// Consecutive ACCEPTs and DECLINEs (one per offer of an OFFERS event, ten
-/// thousand at ten thousand agents) become one run: DECLINE takes many
-/// offer ids, and the accepts of different offers do not depend on each
-/// other. Every other call keeps its place in the order.
-fn coalesce_offer_replies(actions: Vec<Action>) -> Vec<Reply> {
-    let mut out: Vec<Reply> = Vec::new();
-    for action in actions {
-        let run = match (&action, out.last_mut()) {
-            (Action::Accept { .. } | Action::Decline { .. }, Some(Reply::Offers { .. })) => {
-                out.last_mut()
-            }
-            (Action::Accept { .. } | Action::Decline { .. }, _) => {
-                out.push(Reply::Offers {
-                    accepts: Vec::new(),
-                    declines: Vec::new(),
-                });
-                out.last_mut()
-            }
-            _ => None,
-        };
-        match (run, action) {
-            (
-                Some(Reply::Offers { declines, .. }),
-                Action::Decline {
-                    offer_id,
-                    refuse_seconds,
-                },
-            ) => match declines.iter_mut().find(|(r, _)| *r == refuse_seconds) {
-                Some((_, ids)) => ids.push(offer_id),
-                None => declines.push((refuse_seconds, vec![offer_id])),
-            },
-            (Some(Reply::Offers { accepts, .. }), a) => accepts.push(a),
-            (_, a) => out.push(Reply::One(a)),
-        }
-    }
-    out
-}
-
-/// A run of offer replies: every DECLINE group as one call, the ACCEPTs
-/// concurrently.
-async fn reply_offers(
-    client: &meseta_sdk::SchedulerClient,
-    accepts: &[Action],
-    declines: &[(f64, Vec<String>)],
-) {
-    let declined = futures::future::join_all(declines.iter().map(|(refuse, ids)| async move {
-        if let Err(e) = client.decline(ids, *refuse).await {
-            tracing::debug!(error = %e, offers = ids.len(), "DECLINE failed");
-        }
-    }));
-    let accepted = futures::future::join_all(accepts.iter().map(|a| call_one(client, a)));
-    let (_, results) = futures::future::join(declined, accepted).await;
-    for e in results.into_iter().filter_map(Result::err) {
-        tracing::debug!(error = %e, "ACCEPT failed");
-    }
-}
-
-async fn call_one(
-    client: &meseta_sdk::SchedulerClient,
-    action: &Action,
-) -> Result<(), meseta_sdk::SdkError> {
-    match action {
-        Action::Accept {
-            offer_id,
-            tasks,
-            refuse_seconds,
-        } => {
-            client
-                .accept(
-                    std::slice::from_ref(offer_id),
-                    tasks.clone(),
-                    *refuse_seconds,
-                )
-                .await
-        }
-        Action::Decline {
-            offer_id,
-            refuse_seconds,
-        } => {
-            client
-                .decline(std::slice::from_ref(offer_id), *refuse_seconds)
-                .await
-        }
-        Action::Kill {
-            task_id,
-            agent_id,
-            grace_seconds,
-        } => client.kill(task_id, Some(agent_id), *grace_seconds).await,
-        Action::Revive => client.revive().await,
-        Action::Suppress => client.suppress().await,
-        Action::Acknowledge(status) => client.acknowledge(status).await,
-    }
 }
 
 /// The client readiness checks use: no redirects followed, and HTTPS
