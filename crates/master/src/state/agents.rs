@@ -24,15 +24,7 @@ impl MasterState {
         sender: AgentSender,
         session: u64,
     ) {
-        let old_offers: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in old_offers {
-            self.rescind_offer(&offer);
-        }
+        self.rescind_agent_offers(id);
         let mut tasks = HashMap::new();
         let mut used = Resources::new();
         for rt in running {
@@ -161,15 +153,7 @@ impl MasterState {
         agent.sender = None;
         agent.disconnected_at = Some(Instant::now());
         self.allocator.deactivate_agent(id);
-        let offers: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer);
-        }
+        self.rescind_agent_offers(id);
     }
 
     pub fn heartbeat(&mut self, id: &str, session: u64) {
@@ -259,15 +243,7 @@ impl MasterState {
     /// holds the flag; it applies when the agent registers).
     pub fn deactivate_agent(&mut self, id: &str, drain: Option<crate::registry::DrainRecord>) {
         self.allocator.deactivate_agent(id);
-        let offers: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer);
-        }
+        self.rescind_agent_offers(id);
         let Some(agent) = self.agents.get_mut(id) else {
             return;
         };
@@ -380,15 +356,7 @@ impl MasterState {
     /// deactivate it, rescind its offers, report its tasks.
     pub fn mark_unreachable(&mut self, id: &str, since: f64, silence: Duration) {
         self.allocator.deactivate_agent(id);
-        let offers: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer);
-        }
+        self.rescind_agent_offers(id);
         let Some(agent) = self.agents.get_mut(id) else {
             return;
         };
@@ -469,15 +437,7 @@ impl MasterState {
     pub fn remove_gone_agent(&mut self, id: &str, reason: &str) {
         self.allocator.remove_agent(id);
         self.pending_kills.remove(id);
-        let offers: Vec<String> = self
-            .offers
-            .values()
-            .filter(|o| o.agent_id == id)
-            .map(|o| o.id.clone())
-            .collect();
-        for offer in offers {
-            self.rescind_offer(&offer);
-        }
+        self.rescind_agent_offers(id);
         let Some(agent) = self.agents.remove(id) else {
             return;
         };

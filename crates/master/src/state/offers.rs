@@ -24,6 +24,19 @@ impl MasterState {
         }
     }
 
+    /// Take back every outstanding offer of agent `id`.
+    pub fn rescind_agent_offers(&mut self, id: &str) {
+        let offers: Vec<String> = self
+            .offers
+            .values()
+            .filter(|o| o.agent_id == id)
+            .map(|o| o.id.clone())
+            .collect();
+        for offer in offers {
+            self.rescind_offer(&offer);
+        }
+    }
+
     /// Take an offer back (agent gone, framework gone, or timed out).
     pub fn rescind_offer(&mut self, offer_id: &str) {
         let Some(offer) = self.offers.remove(offer_id) else {
